@@ -1,0 +1,1 @@
+"""attn_jax: attention and vision transformers in JAX/Flax."""
