@@ -1,0 +1,23 @@
+"""Tasks: what is optimized and measured for a kind of problem; the trainer knows none by name."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+
+from attn_jax.tasks.classification import Classification
+
+TASKS = {"classification": Classification}
+
+
+def build_task(task_cfg: Mapping, *, num_classes: int):
+    """Builds the task named by `task_cfg.name` with the rest of `task_cfg` as arguments."""
+    kwargs = dict(task_cfg)
+    name = kwargs.pop("name", "classification")
+    if name not in TASKS:
+        near = difflib.get_close_matches(name, TASKS, n=1)
+        raise ValueError(
+            f"unknown task {name!r}; known tasks: {sorted(TASKS)}"
+            + (f" (did you mean {near[0]!r}?)" if near else "")
+        )
+    return TASKS[name](num_classes=num_classes, **kwargs)

@@ -1,0 +1,193 @@
+"""Experiment configs: load a `get_config()` file, apply `--config.a.b=v` overrides, JSON I/O.
+
+Every error a user can cause here (a missing file, an unknown key, a value of the wrong type) is a
+`ConfigError` whose message is one line naming the problem and the fix, raised before any work.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from attn_jax.errors import UserError
+
+REQUIRED_KEYS = (
+    "seed",
+    "batch_size",
+    "total_steps",
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "target_metric",
+    "model",
+    "data",
+    "optim",
+)
+
+
+class ConfigError(UserError, ValueError):
+    """A config problem the user can fix; its message is one line."""
+
+
+def load_config(path: str | Path) -> ml_collections.ConfigDict:
+    """Imports an experiment file and returns its `get_config()`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"config file {path} does not exist; experiments live in experiments/*.py"
+        )
+    spec = importlib.util.spec_from_file_location(f"_experiment_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path} has no get_config(); an experiment file defines get_config()")
+    config = module.get_config()
+    check_required(config, source=str(path))
+    return config
+
+
+def check_required(config: ml_collections.ConfigDict, source: str = "config") -> None:
+    missing = [k for k in REQUIRED_KEYS if k not in config]
+    if missing:
+        raise ConfigError(
+            f"{source} lacks the required keys {missing}; see experiments/vit_digits.py"
+        )
+
+
+def flat_keys(config: Mapping, prefix: str = "") -> list[str]:
+    """All dotted leaf keys of a nested config ('optim.lr', 'model.depth', ...)."""
+    keys = []
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping | ml_collections.ConfigDict) and len(value):
+            keys.extend(flat_keys(value, name + "."))
+        else:
+            keys.append(name)
+    return keys
+
+
+def parse_override(arg: str) -> tuple[str, str]:
+    """'--config.optim.lr=3e-4' or 'config.optim.lr=3e-4' -> ('optim.lr', '3e-4')."""
+    body = arg[2:] if arg.startswith("--") else arg
+    if not body.startswith("config.") or "=" not in body:
+        raise ConfigError(f"cannot read override {arg!r}; write it as --config.group.key=value")
+    key, value = body[len("config.") :].split("=", 1)
+    return key, value
+
+
+def _coerce(key: str, raw: str, current: Any, field_type: type | None) -> Any:
+    """Turns the command-line text into a value of the type the config declares for `key`."""
+    target = field_type if field_type is not None else type(current)
+    if target is bool:
+        low = raw.strip().lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"config.{key} expects true or false, got {raw!r}")
+    if target is str:
+        return raw
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    if target in (type(None), None) or current is None and field_type is None:
+        return value
+    if target is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if target is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if target in (tuple, list) and isinstance(value, tuple | list):
+        return target(value)
+    if target in (tuple, list) and isinstance(value, int | float | str):
+        return target((value,))
+    if not isinstance(value, target) or isinstance(value, bool) and target is not bool:
+        raise ConfigError(
+            f"config.{key} expects {target.__name__}, got {raw!r}; e.g. --config.{key}={current!r}"
+        )
+    return value
+
+
+def _field_type(parent: ml_collections.ConfigDict, leaf: str) -> type | None:
+    """The declared type of a placeholder (a typed None), else None."""
+    field = parent._fields.get(leaf)  # noqa: SLF001 - placeholders carry their type only here
+    if isinstance(field, ml_collections.FieldReference):
+        return field.get_type()
+    return None
+
+
+def _lookup(config: ml_collections.ConfigDict, key: str) -> tuple[ml_collections.ConfigDict, str]:
+    """(parent dict, leaf name) of a dotted key; an unknown key names the nearest valid ones."""
+    parent = config
+    *groups, leaf = key.split(".")
+    for part in groups:
+        if part not in parent or not isinstance(parent[part], ml_collections.ConfigDict):
+            parent = None
+            break
+        parent = parent[part]
+    if parent is None or leaf not in parent:
+        near = difflib.get_close_matches(key, flat_keys(config), n=3, cutoff=0.5)
+        hint = f"; nearest valid keys: {', '.join('config.' + k for k in near)}" if near else ""
+        raise ConfigError(f"unknown config key config.{key}{hint}")
+    return parent, leaf
+
+
+def check_key(config: ml_collections.ConfigDict, key: str) -> None:
+    _lookup(config, key)
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:
+    """Applies '--config.a.b=v' strings in place, coercing each value to the key's type."""
+    for arg in overrides:
+        key, raw = parse_override(arg)
+        parent, leaf = _lookup(config, key)
+        value = _coerce(key, raw, parent[leaf], _field_type(parent, leaf))
+        try:
+            parent[leaf] = value
+        except TypeError as e:
+            raise ConfigError(f"config.{key}: {e}") from None
+
+
+def resolve_total_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> int:
+    """`num_epochs`, where set, wins over `total_steps` (converted with the global batch)."""
+    epochs = config.get("num_epochs")
+    if epochs:
+        return math.ceil(epochs * num_train_examples / config.batch_size)
+    return int(config.total_steps)
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+    """The inverse of to_json; None values stay assignable so that overrides still work."""
+    config = ml_collections.ConfigDict(json.loads(text))
+    check_required(config, source="config.json")
+    return config
+
+
+def save(config: ml_collections.ConfigDict, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(to_json(config))
+    tmp.replace(path)
+
+
+def load_json(path: str | Path) -> ml_collections.ConfigDict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist; is {path.parent} a workdir written by train?")
+    try:
+        return from_json(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON ({e}); restore it or retrain") from None

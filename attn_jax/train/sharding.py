@@ -1,0 +1,63 @@
+"""Device mesh and shardings: data parallel over every device of every process, no pmap.
+
+The batch is sharded on the `data` axis; parameters and optimizer state are replicated. Each process
+feeds its own slice of the global batch and `jax.make_array_from_process_local_data` assembles the
+global array, so the same code runs on one CPU, N forced host devices or many hosts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+
+def initialize_distributed(dist_cfg: Mapping) -> None:
+    """Joins the multi-process job when the config asks for more than one process."""
+    num = int(dist_cfg.get("num_processes", 1))
+    if num <= 1 or jax.distributed.is_initialized():
+        return
+    if jax.config.jax_platforms in (None, "", "cpu") and not _has_accelerator():
+        # CPU processes talk over gloo; the default (none) cannot run cross-process collectives.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=dist_cfg["coordinator_address"],
+        num_processes=num,
+        process_id=int(dist_cfg["process_id"]),
+    )
+
+
+def _has_accelerator() -> bool:
+    try:
+        return bool(jax.devices("gpu"))
+    except RuntimeError:
+        return False
+
+
+def make_mesh() -> Mesh:
+    """A 1-D mesh named `data` over all devices of all processes."""
+    return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def check_batch_size(global_batch: int, mesh: Mesh) -> None:
+    devices = mesh.devices.size
+    if global_batch % devices or global_batch % jax.process_count():
+        raise ValueError(
+            f"batch_size {global_batch} does not split over {devices} devices in "
+            f"{jax.process_count()} processes; set --config.batch_size to a multiple of {devices}"
+        )
+
+
+def to_global(batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+    """This process's slice of the global batch -> globally sharded jax Arrays."""
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

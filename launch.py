@@ -1,0 +1,170 @@
+#!/usr/bin/env python
+"""attn_jax launcher: train, evaluate, sweep and inspect experiments.
+
+  python launch.py train [--config experiments/vit_digits.py] [--workdir runs/x] [--config.k=v ...]
+  python launch.py eval  --workdir runs/x [--step N | --best]
+  python launch.py sweep --config F --sweep config.optim.lr=1e-3,3e-4 [--sweep ...] [--parallel 2]
+  python launch.py info  [--config F] [--config.k=v ...]
+
+Any config value can be overridden with --config.group.key=value. `train` on a workdir that holds
+checkpoints resumes from the latest one. Each command ends with one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "experiments" / "vit_digits.py"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="launch.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,sweep,info}")
+    over = "  --config.group.key=value   override any config value (repeatable)"
+
+    p = sub.add_parser(
+        "train",
+        help="train an experiment, or resume it in its workdir",
+        epilog=over,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config",
+        help=f"experiment file (default: the workdir's config.json, else "
+        f"{DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parent.parent)})",
+    )
+    p.add_argument("--workdir", help="run directory (default: runs/<experiment>)")
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint of a workdir on its eval split",
+        epilog=over,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--workdir", required=True)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--step", type=int, help="a kept step (default: the latest)")
+    which.add_argument("--best", action="store_true", help="the best checkpoint by target_metric")
+
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid (or random points) of configs, ranked summary",
+        epilog=over,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    p.add_argument(
+        "--sweep",
+        action="append",
+        required=True,
+        metavar="config.KEY=V1,V2",
+        help="one axis of the grid (repeatable)",
+    )
+    p.add_argument("--workdir", help="sweep directory (default: runs/sweep_<experiment>)")
+    p.add_argument("--parallel", type=int, default=1, help="runs at once")
+    p.add_argument("--random", type=int, help="run N random points of the grid instead of all")
+    p.add_argument("--seed", type=int, default=0, help="seed for --random")
+
+    p = sub.add_parser(
+        "info",
+        help="parameter count and forward FLOPs per example",
+        epilog=over,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    return parser
+
+
+def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separates '--config.k=v' (and '--config.k v') from the launcher's own arguments."""
+    own, overrides, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--config."):
+            if "=" not in arg and i + 1 < len(argv):
+                arg, i = f"{arg}={argv[i + 1]}", i + 1
+            overrides.append(arg)
+        else:
+            own.append(arg)
+        i += 1
+    return own, overrides
+
+
+def _load(config_path: str | None, workdir: Path | None, overrides: list[str]):
+    from attn_jax import config as config_lib
+
+    if config_path is None and workdir is not None and (workdir / "config.json").exists():
+        config = config_lib.load_json(workdir / "config.json")
+    else:
+        config = config_lib.load_config(config_path or DEFAULT_CONFIG)
+    config_lib.apply_overrides(config, overrides)
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    own, overrides = _split_overrides(list(sys.argv[1:] if argv is None else argv))
+    args = _parser().parse_args(own)
+
+    from attn_jax.errors import UserError
+
+    try:
+        if args.command == "train":
+            from attn_jax.train import loop
+
+            workdir = Path(args.workdir) if args.workdir else None
+            config = _load(args.config, workdir, overrides)
+            workdir = workdir or Path("runs") / config.get("experiment", "experiment")
+            result = loop.train(config, workdir)
+            result["workdir"] = str(workdir)
+        elif args.command == "eval":
+            from attn_jax.train import loop
+
+            result = loop.evaluate(
+                args.workdir, step=args.step, best=args.best, overrides=tuple(overrides)
+            )
+        elif args.command == "sweep":
+            from attn_jax import sweep
+
+            name = Path(args.config).stem
+            out = Path(args.workdir) if args.workdir else Path("runs") / f"sweep_{name}"
+            records = sweep.run_sweep(
+                Path(__file__).resolve(),
+                args.config,
+                args.sweep,
+                out,
+                overrides=overrides,
+                parallel=args.parallel,
+                random_points=args.random,
+                seed=args.seed,
+            )
+            print((out / "summary.md").read_text(), file=sys.stderr)
+            failed = [r["run"] for r in records if r["status"] != "ok"]
+            result = {
+                "runs": len(records),
+                "failed": failed,
+                "summary": str(out / "summary.csv"),
+                "best": records[0]["run"] if records and records[0]["run"] not in failed else None,
+            }
+        else:
+            from attn_jax.train import loop
+
+            result = loop.info(_load(args.config, None, overrides))
+            print(
+                f"{result['experiment']}: {result['params']:,} parameters, "
+                f"{result['flops'] / 1e9:.4g} GFLOPs forward per example",
+                file=sys.stderr,
+            )
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 1 if args.command == "sweep" and result["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
