@@ -1,0 +1,25 @@
+"""Attention mechanisms as pure functions and small Linen modules; nothing here knows training."""
+
+from attn_jax.attention.dot_product import (
+    dot_product_attention_weights,
+    scaled_dot_product_attention,
+)
+from attn_jax.attention.masks import (
+    causal_mask,
+    combine_masks,
+    large_negative,
+    mask_to_bias,
+    padding_mask,
+)
+from attn_jax.attention.multi_head import MultiHeadAttention
+
+__all__ = [
+    "MultiHeadAttention",
+    "causal_mask",
+    "combine_masks",
+    "dot_product_attention_weights",
+    "large_negative",
+    "mask_to_bias",
+    "padding_mask",
+    "scaled_dot_product_attention",
+]
