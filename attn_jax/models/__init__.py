@@ -1,0 +1,105 @@
+"""Architectures composed from attention mechanisms, chosen by name from a config.
+
+A model returns `(output, aux)`, never a loss; `build_model` turns a config mapping
+{"name": ..., "variant": ..., **fields} into a Linen module and rejects misspelt fields in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from attn_jax.models.vit import VIT_VARIANTS, ViT, patchify, vit_kwargs
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its Linen class and the decoder of `variant` + overrides to kwargs."""
+
+    module: type[nn.Module]
+    decode: Callable[..., dict[str, Any]]
+
+
+MODELS: dict[str, ModelEntry] = {"vit": ModelEntry(ViT, vit_kwargs)}
+
+
+def _field_names(module: type[nn.Module]) -> tuple[list[str], list[str]]:
+    """(all user fields, required fields) of a Linen module class."""
+    fields = [f for f in dataclasses.fields(module) if f.name not in ("parent", "name")]
+    required = [
+        f.name
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    return [f.name for f in fields], required
+
+
+def _lists_to_tuples(value: Any) -> Any:
+    # JSON has no tuples; a config that went through config.json comes back with lists.
+    if isinstance(value, list | tuple):
+        return tuple(_lists_to_tuples(v) for v in value)
+    return value
+
+
+def build_model(model_cfg: Mapping[str, Any]) -> nn.Module:
+    """Builds the model named by `model_cfg["name"]` from the remaining keys.
+
+    Args:
+      model_cfg: {"name": registered model, "variant": optional preset, **module fields}; fields
+        set to None leave the variant's (or the class default) value in place.
+
+    Returns:
+      the Linen module.
+
+    Raises:
+      ValueError: unknown model name, unknown field, unknown variant, or a required field missing;
+        the message is one line naming the key and the valid choices.
+    """
+    cfg = dict(model_cfg)
+    name = cfg.pop("name", None)
+    if name not in MODELS:
+        near = difflib.get_close_matches(str(name), MODELS, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ValueError(f"unknown model {name!r}; known models: {sorted(MODELS)}{hint}")
+    entry = MODELS[name]
+    fields, required = _field_names(entry.module)
+    valid = ["variant", *fields]
+    for key in cfg:
+        if key not in valid:
+            near = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ValueError(
+                f"unknown field {key!r} for model {name!r}{hint}; valid fields: {valid}"
+            )
+    variant = cfg.pop("variant", None)
+    kwargs = entry.decode(variant, **{k: _lists_to_tuples(v) for k, v in cfg.items()})
+    missing = [f for f in required if kwargs.get(f) is None]
+    if missing:
+        raise ValueError(
+            f"model {name!r} misses required field(s) {missing}: set them, or pick a variant "
+            f"that defines them"
+        )
+    return entry.module(**kwargs)
+
+
+def count_params(params: Any) -> int:
+    """Number of scalars in a parameter tree (arrays or `jax.ShapeDtypeStruct`s)."""
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(params))
+
+
+__all__ = [
+    "MODELS",
+    "VIT_VARIANTS",
+    "ModelEntry",
+    "ViT",
+    "build_model",
+    "count_params",
+    "patchify",
+    "vit_kwargs",
+]

@@ -1,0 +1,539 @@
+"""Vision Transformer: Dosovitskiy, Beyer, Kolesnikov, Weissenborn, Zhai, Unterthiner, Dehghani,
+Minderer, Heigold, Gelly, Uszkoreit, Houlsby 2021, "An Image is Worth 16x16 Words: Transformers for
+Image Recognition at Scale" (ICLR 2021).
+
+Equations (sec. 3.1):
+  (1) z_0  = [x_class; x_p^1 E; ...; x_p^N E] + E_pos   patch embedding (a Conv with
+                                                        kernel = stride = P, see `patchify`),
+                                                        class token, learned position embedding
+  (2) z'_l = MSA(LN(z_{l-1})) + z_{l-1},  l = 1..L       pre-LN attention sub-block
+  (3) z_l  = MLP(LN(z'_l)) + z'_l,        l = 1..L       pre-LN MLP sub-block
+  (4) y    = LN(z_L^0)                                   representation = normed class token
+
+`pool="gap"` replaces (4) by the mean over all tokens after the final LN, as the official JAX code
+does (App. D.3: works as well as the class token given a suitable learning rate); `pool="flatten"`
+concatenates all normed tokens, the head of the Keras example below. Parameter names follow the
+official google-research/vision_transformer code (`embedding`, `cls`,
+`Transformer/posembed_input/pos_embedding`, `Transformer/encoderblock_{i}/{LayerNorm_0,
+MultiHeadDotProductAttention_1, LayerNorm_2, MlpBlock_3}`, `Transformer/encoder_norm`,
+`pre_logits`, `head`), so its checkpoints map onto this tree one to one; with `scan=True` the blocks
+are stacked under `Transformer/encoderblock` with a leading depth axis, as in big_vision.
+
+Variants (`VIT_VARIANTS`): B, L and H from Table 1 of the paper; Ti and S from Touvron et al. 2021
+("Training data-efficient image transformers", DeiT, Table 1) as adopted by the official repo.
+Published parameter counts (1000 classes, 224 px) are asserted in tests/models/test_vit.py.
+
+The preset "textbook_cifar10" is the Keras example "Image classification with Vision Transformer"
+(K. Salama, keras.io, 2021): 32x32 inputs, patch 4, width 64, 6 blocks of 8 heads (key_dim 8),
+MLP Dense(128, GELU) -> Dense(64, GELU) with GELU on both layers, dropout 0.1 after each MLP layer
+and on the attention weights but neither after the attention nor after the embedding, no class
+token, head LayerNorm -> Flatten -> Dropout(0.5) -> [Dense(2048, GELU), Dropout(0.5),
+Dense(1024, GELU), Dropout(0.5)] -> Dense(classes): 10,707,274 trainable parameters for 10 classes.
+Initializers are the official ViT ones, not Keras' (glorot/uniform embeddings); the counts are
+unaffected.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from attn_jax.attention import MultiHeadAttention
+
+POOLS = ("token", "gap", "flatten")
+HEADS = ("linear", "textbook_mlp")
+POSEMBS = ("learned",)
+
+
+def patchify(images: jax.Array, patch_size: int | tuple[int, int]) -> jax.Array:
+    """Splits images into flattened, non-overlapping patches x_p of eq. 1.
+
+    Each patch vector is ordered (row, column, channel), the order of a Conv kernel [P, P, C, D]
+    reshaped to [P*P*C, D], so `patchify(x) @ kernel.reshape(-1, D)` equals the VALID strided Conv.
+    Trailing rows/columns that do not fill a patch are dropped, as a VALID Conv does.
+
+    Args:
+      images: [B, H, W, C].
+      patch_size: P or (Ph, Pw).
+
+    Returns:
+      [B, (H // Ph) * (W // Pw), Ph * Pw * C].
+    """
+    ph, pw = _pair(patch_size)
+    b, h, w, c = images.shape
+    gh, gw = h // ph, w // pw
+    x = images[:, : gh * ph, : gw * pw]
+    x = x.reshape(b, gh, ph, gw, pw, c)
+    x = jnp.transpose(x, (0, 1, 3, 2, 4, 5))  # [B, gh, gw, Ph, Pw, C]
+    return x.reshape(b, gh * gw, ph * pw * c)
+
+
+def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    ph, pw = size
+    return (int(ph), int(pw))
+
+
+def _gelu(approximate: bool):
+    return functools.partial(nn.gelu, approximate=approximate)
+
+
+class AddPositionEmbs(nn.Module):
+    """Learned position embedding E_pos of eq. 1, one vector per token position."""
+
+    posemb_init: Any = nn.initializers.normal(stddev=0.02)
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shape = (1, x.shape[1], x.shape[2])
+        pos = self.param("pos_embedding", self.posemb_init, shape, self.param_dtype)
+        return x + pos.astype(x.dtype)
+
+
+class MlpBlock(nn.Module):
+    """The MLP of eq. 3: Dense -> GELU -> Dropout -> Dense [-> GELU] -> Dropout."""
+
+    mlp_dim: int
+    dropout_rate: float = 0.0
+    gelu_approximate: bool = True
+    activation_on_output: bool = False
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+        dense = functools.partial(
+            nn.Dense,
+            kernel_init=nn.initializers.xavier_uniform(),
+            bias_init=nn.initializers.normal(stddev=1e-6),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        gelu = _gelu(self.gelu_approximate)
+        out_dim = x.shape[-1]
+        x = gelu(dense(self.mlp_dim, name="Dense_0")(x))
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+        x = dense(out_dim, name="Dense_1")(x)
+        if self.activation_on_output:
+            x = gelu(x)
+        return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+
+
+class EncoderBlock(nn.Module):
+    """One pre-LN Transformer layer, eqs. 2 and 3.
+
+    `train`/`sow_weights` are fields rather than call arguments so that the block has the
+    signature carry -> (carry, output) that `nn.scan` and `nn.remat` take without static arguments.
+    """
+
+    num_heads: int
+    mlp_dim: int
+    qkv_features: int | None = None
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    layernorm_epsilon: float = 1e-6
+    gelu_approximate: bool = True
+    mlp_activation_on_output: bool = False
+    dropout_after_attention: bool = True
+    attention_implementation: str | None = None
+    train: bool = False
+    sow_weights: bool = False
+    return_tokens: bool = False
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        norm = functools.partial(
+            nn.LayerNorm,
+            epsilon=self.layernorm_epsilon,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        y = norm(name="LayerNorm_0")(x)
+        y = MultiHeadAttention(
+            num_heads=self.num_heads,
+            qkv_features=self.qkv_features,
+            dropout_rate=self.attention_dropout_rate,
+            sow_weights=self.sow_weights,
+            implementation=self.attention_implementation,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="MultiHeadDotProductAttention_1",
+        )(y, train=self.train)
+        if self.dropout_after_attention:
+            y = nn.Dropout(self.dropout_rate)(y, deterministic=not self.train)
+        x = x + y  # eq. 2
+        y = norm(name="LayerNorm_2")(x)
+        y = MlpBlock(
+            mlp_dim=self.mlp_dim,
+            dropout_rate=self.dropout_rate,
+            gelu_approximate=self.gelu_approximate,
+            activation_on_output=self.mlp_activation_on_output,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="MlpBlock_3",
+        )(y, deterministic=not self.train)
+        x = x + y  # eq. 3
+        return x, (x if self.return_tokens else None)
+
+
+class Encoder(nn.Module):
+    """Position embedding, L encoder blocks and the final LayerNorm ('Transformer')."""
+
+    depth: int
+    block: Mapping[str, Any]
+    dropout_rate: float = 0.0
+    dropout_after_embedding: bool = True
+    posemb: str = "learned"
+    layernorm_epsilon: float = 1e-6
+    scan: bool = False
+    remat: bool = False
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, *, train: bool, sow_weights: bool, return_tokens: bool
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        x = AddPositionEmbs(param_dtype=self.param_dtype, name="posembed_input")(x)
+        if self.dropout_after_embedding:
+            x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+
+        block_kwargs = dict(
+            self.block,
+            train=train,
+            sow_weights=sow_weights,
+            return_tokens=return_tokens,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        block_cls = EncoderBlock
+        if self.remat:
+            # Under scan the loop body is a separate computation; CSE across it cannot undo remat.
+            block_cls = nn.remat(block_cls, prevent_cse=not self.scan)
+        tokens: dict[str, jax.Array] = {}
+        if self.scan:
+            stack = nn.scan(
+                block_cls,
+                variable_axes={"params": 0, "intermediates": 0},
+                split_rngs={"params": True, "dropout": True},
+                length=self.depth,
+            )
+            x, per_block = stack(name="encoderblock", **block_kwargs)(x)
+            if return_tokens:
+                tokens = {f"block{i:02d}": per_block[i] for i in range(self.depth)}
+        else:
+            # Unrolled at trace time; keeps one named subtree per block, as the official weights.
+            for i in range(self.depth):
+                x, out = block_cls(name=f"encoderblock_{i}", **block_kwargs)(x)
+                if return_tokens:
+                    tokens[f"block{i:02d}"] = out
+        x = nn.LayerNorm(
+            epsilon=self.layernorm_epsilon,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="encoder_norm",
+        )(x)
+        return x, tokens
+
+
+class ViT(nn.Module):
+    """Vision Transformer classifier, eqs. 1-4; returns (logits, aux).
+
+    Attributes:
+      num_classes: output classes.
+      patch_size: P (or (Ph, Pw)); the embedding is a Conv with kernel = stride = P.
+      hidden_size: D, the token width.
+      depth: L, the number of encoder blocks.
+      num_heads: attention heads per block.
+      mlp_dim: hidden width of the block MLP.
+      qkv_features: total query/key/value width (Keras' num_heads * key_dim); None = D.
+      dropout_rate: dropout in the MLP, after attention and after the embedding.
+      attention_dropout_rate: dropout on the attention weights.
+      pool: "token" (class token, eq. 4), "gap" (mean of the normed tokens) or "flatten" (all
+        normed tokens concatenated: the Keras example's head input).
+      head: "linear" (one zero-initialized Dense, as the official code) or "textbook_mlp"
+        (Dropout -> [Dense(u, GELU) -> Dropout] for u in head_hidden -> Dense).
+      head_hidden: hidden widths of the "textbook_mlp" head.
+      head_dropout: dropout rate of the "textbook_mlp" head.
+      representation_size: if set, a Dense + tanh 'pre_logits' layer before the head (used by the
+        paper for ImageNet-21k pre-training only).
+      posemb: position embedding; "learned" (eq. 1) is the one implemented.
+      layernorm_epsilon: LayerNorm epsilon (official ViT and Keras example: 1e-6).
+      gelu_approximate: tanh GELU (official JAX ViT) or exact erf GELU (Keras, PyTorch).
+      mlp_activation_on_output: GELU also after the second MLP Dense (the Keras example).
+      dropout_after_embedding: dropout on z_0 (official code yes, Keras example no).
+      dropout_after_attention: dropout on the MSA output before the residual sum (official code
+        yes, Keras example no).
+      output_softmax: return probabilities instead of logits. Off by default: the Keras example
+        puts a softmax in its output layer and then applies a from_logits loss, a double softmax
+        that only this flag reproduces.
+      sow_weights: sow each block's attention weights [B, H, T, T] into 'intermediates'.
+      return_intermediates: add each block's output tokens to aux as "block00", "block01", ...
+      scan: run the blocks with `nn.scan` (one compiled body, params stacked on a depth axis).
+      remat: rematerialize each block in the backward pass (memory for compute).
+      attention_implementation: fused attention kernel passed to `jax.nn.dot_product_attention`.
+      dtype: computation dtype (e.g. bfloat16); parameters stay in `param_dtype`.
+      param_dtype: parameter dtype.
+    """
+
+    num_classes: int
+    patch_size: int | tuple[int, int]
+    hidden_size: int
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    qkv_features: int | None = None
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    pool: str = "token"
+    head: str = "linear"
+    head_hidden: tuple[int, ...] = (2048, 1024)
+    head_dropout: float = 0.5
+    representation_size: int | None = None
+    posemb: str = "learned"
+    layernorm_epsilon: float = 1e-6
+    gelu_approximate: bool = True
+    mlp_activation_on_output: bool = False
+    dropout_after_embedding: bool = True
+    dropout_after_attention: bool = True
+    output_softmax: bool = False
+    sow_weights: bool = False
+    return_intermediates: bool = False
+    scan: bool = False
+    remat: bool = False
+    attention_implementation: str | None = None
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        # Checked at construction, so a bad config fails while it is being read, not at init.
+        for field, value, allowed in (
+            ("pool", self.pool, POOLS),
+            ("head", self.head, HEADS),
+            ("posemb", self.posemb, POSEMBS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"ViT {field}={value!r} is not one of {list(allowed)}")
+        qkv = self.qkv_features or self.hidden_size
+        if qkv % self.num_heads:
+            raise ValueError(
+                f"ViT qkv_features (or hidden_size) {qkv} is not divisible by "
+                f"num_heads={self.num_heads}"
+            )
+        super().__post_init__()
+
+    @property
+    def class_token(self) -> bool:
+        """Whether a learned class token is prepended (only the 'token' pool reads it)."""
+        return self.pool == "token"
+
+    @nn.compact
+    def __call__(
+        self, images: jax.Array, *, train: bool = False, sow_weights: bool | None = None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Classifies a batch of images.
+
+        Args:
+          images: float [B, H, W, C].
+          train: enables dropout (needs rngs={'dropout': key}).
+          sow_weights: overrides the field for this call; read the weights with
+            `mutable=['intermediates']`.
+
+        Returns:
+          (logits [B, num_classes], aux) with aux["tokens"] the normed tokens [B, T, D],
+          aux["pre_logits"] the head input features and, with `return_intermediates`,
+          aux["blockNN"] each block's output tokens.
+        """
+        sow = self.sow_weights if sow_weights is None else sow_weights
+        ph, pw = _pair(self.patch_size)
+        x = nn.Conv(
+            self.hidden_size,
+            kernel_size=(ph, pw),
+            strides=(ph, pw),
+            padding="VALID",
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="embedding",
+        )(images)
+        b, gh, gw, d = x.shape
+        x = x.reshape(b, gh * gw, d)  # [B, N, D]
+        if self.class_token:
+            cls = self.param("cls", nn.initializers.zeros_init(), (1, 1, d), self.param_dtype)
+            x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, d)), x], axis=1)
+
+        block = dict(
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            qkv_features=self.qkv_features,
+            dropout_rate=self.dropout_rate,
+            attention_dropout_rate=self.attention_dropout_rate,
+            layernorm_epsilon=self.layernorm_epsilon,
+            gelu_approximate=self.gelu_approximate,
+            mlp_activation_on_output=self.mlp_activation_on_output,
+            dropout_after_attention=self.dropout_after_attention,
+            attention_implementation=self.attention_implementation,
+        )
+        x, aux = Encoder(
+            depth=self.depth,
+            block=block,
+            dropout_rate=self.dropout_rate,
+            dropout_after_embedding=self.dropout_after_embedding,
+            posemb=self.posemb,
+            layernorm_epsilon=self.layernorm_epsilon,
+            scan=self.scan,
+            remat=self.remat,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="Transformer",
+        )(x, train=train, sow_weights=sow, return_tokens=self.return_intermediates)
+        aux = {"tokens": x, **aux}
+
+        if self.pool == "token":
+            x = x[:, 0]
+        elif self.pool == "gap":
+            x = jnp.mean(x, axis=1)
+        else:
+            x = x.reshape(b, -1)
+
+        if self.representation_size is not None:
+            x = nn.Dense(
+                self.representation_size,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name="pre_logits",
+            )(x)
+            x = jnp.tanh(x)
+
+        if self.head == "linear":
+            head_init = nn.initializers.zeros_init()
+        else:
+            head_init = nn.initializers.xavier_uniform()
+            gelu = _gelu(self.gelu_approximate)
+            x = nn.Dropout(self.head_dropout)(x, deterministic=not train)
+            for i, units in enumerate(self.head_hidden):
+                x = nn.Dense(
+                    units,
+                    kernel_init=nn.initializers.xavier_uniform(),
+                    dtype=self.dtype,
+                    param_dtype=self.param_dtype,
+                    name=f"head_hidden_{i}",
+                )(x)
+                x = nn.Dropout(self.head_dropout)(gelu(x), deterministic=not train)
+        aux["pre_logits"] = x
+
+        logits = nn.Dense(
+            self.num_classes,
+            kernel_init=head_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="head",
+        )(x)
+        if self.output_softmax:
+            logits = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+        return logits, aux
+
+
+# -- variants -------------------------------------------------------------------------------------
+# Table 1 of Dosovitskiy et al. 2021 (B, L, H); Ti and S from Touvron et al. 2021, Table 1.
+VIT_SIZES: dict[str, dict[str, int]] = {
+    "Ti": dict(hidden_size=192, depth=12, num_heads=3, mlp_dim=768),
+    "S": dict(hidden_size=384, depth=12, num_heads=6, mlp_dim=1536),
+    "B": dict(hidden_size=768, depth=12, num_heads=12, mlp_dim=3072),
+    "L": dict(hidden_size=1024, depth=24, num_heads=16, mlp_dim=4096),
+    "H": dict(hidden_size=1280, depth=32, num_heads=16, mlp_dim=5120),
+}
+
+_SUFFIXES: dict[str, dict[str, Any]] = {
+    "gap": dict(pool="gap"),
+    "norep": dict(representation_size=None),
+}
+
+_VARIANT_RE = re.compile(r"(?P<size>Ti|S|B|L|H)/(?P<patch>\d+)(?P<suffixes>(?:-(?:gap|norep))*)")
+
+
+def _decode_size_patch(variant: str) -> dict[str, Any] | None:
+    match = _VARIANT_RE.fullmatch(variant)
+    if match is None:
+        return None
+    kwargs: dict[str, Any] = dict(VIT_SIZES[match["size"]], patch_size=int(match["patch"]))
+    for suffix in filter(None, match["suffixes"].split("-")):
+        kwargs.update(_SUFFIXES[suffix])
+    return kwargs
+
+
+TEXTBOOK_CIFAR10: dict[str, Any] = dict(
+    patch_size=4,
+    hidden_size=64,
+    depth=6,
+    num_heads=8,
+    qkv_features=64,  # Keras MultiHeadAttention(num_heads=8, key_dim=8)
+    mlp_dim=128,
+    dropout_rate=0.1,
+    attention_dropout_rate=0.1,
+    pool="flatten",
+    head="textbook_mlp",
+    head_hidden=(2048, 1024),
+    head_dropout=0.5,
+    gelu_approximate=False,
+    layernorm_epsilon=1e-6,
+    mlp_activation_on_output=True,
+    dropout_after_embedding=False,
+    dropout_after_attention=False,
+)
+
+VIT_VARIANTS: dict[str, dict[str, Any]] = {
+    **{
+        name: _decode_size_patch(name)
+        for name in (
+            "Ti/16",
+            "S/16",
+            "B/16",
+            "B/32",
+            "L/16",
+            "L/32",
+            "H/14",
+            "S/16-gap",
+            "B/16-gap-norep",
+        )
+    },
+    "textbook_cifar10": TEXTBOOK_CIFAR10,
+}
+
+
+def vit_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
+    """ViT constructor kwargs of a variant, with the non-None `overrides` taking precedence.
+
+    Besides the names in `VIT_VARIANTS`, any "<size>/<patch>[-gap][-norep]" with size in
+    `VIT_SIZES` decodes (e.g. "B/8", "S/32-gap").
+
+    Args:
+      variant: a variant name, or None to take every field from `overrides`.
+      **overrides: ViT fields; None values are ignored, so configs can leave fields unset.
+
+    Returns:
+      a new dict of ViT fields.
+
+    Raises:
+      ValueError: if the variant is unknown.
+    """
+    kwargs: dict[str, Any] = {}
+    if variant is not None:
+        decoded = VIT_VARIANTS.get(variant) or _decode_size_patch(variant)
+        if decoded is None:
+            raise ValueError(
+                f"unknown ViT variant {variant!r}; valid: {sorted(VIT_VARIANTS)} or "
+                f"'<size>/<patch>[-gap][-norep]' with size in {list(VIT_SIZES)}"
+            )
+        kwargs.update(decoded)
+    kwargs.update({k: v for k, v in overrides.items() if v is not None})
+    return kwargs
