@@ -1,0 +1,38 @@
+"""Datasets and input pipelines: tfds builders of the embedded datasets (one folder each), the
+dataset registry, and grain pipelines that yield fixed-shape numpy batches.
+
+    spec = data.dataset_info(config.data)            # DatasetSpec, reads no data
+    ds = data.make_dataset(config.data, "train", train=True, global_batch_size=128, seed=0)
+    it = iter(ds); batch = next(it)                 # {"image", "label", "mask"}
+    state = it.get_state()                           # JSON-serializable, for checkpoints
+
+`prepare(name, data_dir)` builds an embedded dataset ahead of time (it also happens on first
+use) or checks that a catalog dataset is prepared. See pipeline.py for the data config keys.
+"""
+
+from attn_jax.data.errors import DataConfigError, DatasetNotFoundError
+from attn_jax.data.pipeline import (
+    DEFAULT_DATA_CONFIG,
+    DatasetSpec,
+    data_config,
+    dataset_info,
+    make_dataset,
+)
+from attn_jax.data.registry import REGISTRY, DatasetEntry, get_entry
+from attn_jax.data.sources import is_prepared, prepare, resolve_data_dir
+
+__all__ = [
+    "DEFAULT_DATA_CONFIG",
+    "REGISTRY",
+    "DataConfigError",
+    "DatasetEntry",
+    "DatasetNotFoundError",
+    "DatasetSpec",
+    "data_config",
+    "dataset_info",
+    "get_entry",
+    "is_prepared",
+    "make_dataset",
+    "prepare",
+    "resolve_data_dir",
+]
