@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="launch.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--verbose", action="store_true", help="keep library log messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,sweep,info}")
     over = "  --config.group.key=value   override any config value (repeatable)"
 
@@ -110,7 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     own, overrides = _split_overrides(list(sys.argv[1:] if argv is None else argv))
     args = _parser().parse_args(own)
 
+    from absl import logging as absl_logging
+
     from attn_jax.errors import UserError
+
+    # orbax and tfds log routine steps as absl warnings; --verbose keeps them.
+    if not args.verbose:
+        absl_logging.set_verbosity(absl_logging.ERROR)
 
     try:
         if args.command == "train":

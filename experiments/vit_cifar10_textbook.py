@@ -17,6 +17,8 @@ Needs cifar10 prepared as array_record in the data dir (see README, "Real datase
 
 import ml_collections
 
+from attn_jax.data import data_config
+
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -35,13 +37,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.init_from = ""
     c.plots = True
 
-    c.data = ml_collections.ConfigDict()
-    c.data.name = "cifar10"
-    c.data.data_dir = ml_collections.config_dict.placeholder(str)
-    c.data.train_split = "train"
-    c.data.eval_split = "test"
-    c.data.augment = False  # the textbook's preset trains on the normalized images as they are
-    c.data.image_size = ml_collections.config_dict.placeholder(int)
+    # The textbook trains on the normalized images as they are: no augmentation.
+    c.data = data_config(name="cifar10", augment=False)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "vit"

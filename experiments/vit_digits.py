@@ -9,6 +9,8 @@
 
 import ml_collections
 
+from attn_jax.data import data_config
+
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -27,13 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.init_from = ""  # another workdir to start from (fine-tuning)
     c.plots = True
 
-    c.data = ml_collections.ConfigDict()
-    c.data.name = "sklearn_digits"
-    c.data.data_dir = ml_collections.config_dict.placeholder(str)  # None: tfds default dir
-    c.data.train_split = "train"
-    c.data.eval_split = "test"
-    c.data.augment = True
-    c.data.image_size = ml_collections.config_dict.placeholder(int)
+    c.data = data_config(name="sklearn_digits", augment=True)  # train/test: see its README
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "vit"

@@ -13,6 +13,8 @@ dropout 0.1). Needs imagenet2012 prepared as array_record (see README, "Real dat
 
 import ml_collections
 
+from attn_jax.data import data_config
+
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -31,13 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.init_from = ""
     c.plots = True
 
-    c.data = ml_collections.ConfigDict()
-    c.data.name = "imagenet2012"
-    c.data.data_dir = ml_collections.config_dict.placeholder(str)
-    c.data.train_split = "train"
-    c.data.eval_split = "validation"
-    c.data.augment = True
-    c.data.image_size = 224
+    c.data = data_config(name="imagenet2012", eval_split="validation", augment=True, image_size=224)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "vit"

@@ -80,7 +80,12 @@ class Checkpointer:
                 create=not read_only,
                 read_only=read_only,
             ),
-            item_names=("state", "data"),
+            # Handlers named up front: a fresh process (eval, resume) can then read the items'
+            # metadata before restoring anything.
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "data": ocp.JsonCheckpointHandler(),
+            },
         )
         self.best = ocp.CheckpointManager(
             root / "best",
@@ -93,7 +98,7 @@ class Checkpointer:
                 create=not read_only,
                 read_only=read_only,
             ),
-            item_names=("params",),
+            item_handlers={"params": ocp.StandardCheckpointHandler()},
         )
 
     # -- saving ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ uninterrupted one. The loop never waits on the device except where it must show 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -168,7 +169,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
     shard_lib.check_batch_size(config.batch_size, mesh)
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
-        config_lib.save(config, workdir / "config.json")
 
     tx, schedule = make_optimizer(config.optim, exp.total_steps)
     init_fn = make_init_fn(exp.model, tx, exp.input_shape)
@@ -202,6 +202,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
         if config.get("init_from"):
             state = state.replace(params=_params_from(config.init_from, abstract_state))
         start = 0
+    # Written only once the checkpoint (if any) is known to fit, so that a bad restart never
+    # replaces the config that the workdir's checkpoints were trained with.
+    if is_main:
+        config_lib.save(config, workdir / "config.json")
 
     writer = MetricWriter(workdir, enabled=is_main, resume_step=start if start else None)
     n_params = count_params(state.params)
@@ -209,7 +213,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
         tqdm.write(
             f"{config.get('experiment', 'experiment')}: {n_params:,} params, "
             f"{exp.total_steps} steps of {config.batch_size} on {mesh.devices.size} device(s)"
-            + (f", resuming at step {start}" if start else "")
+            + (f", resuming at step {start}" if start else ""),
+            file=sys.stderr,
         )
 
     train_step = make_train_step(exp.model, exp.task, tx, schedule, mesh, state_sharding)
@@ -228,6 +233,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
         disable=not is_main,
         unit="step",
         dynamic_ncols=True,
+        file=sys.stderr,
         mininterval=1.0,
     )
 

@@ -1,0 +1,248 @@
+"""The launcher end to end, as a researcher uses it: train, eval, resume after a kill, sweep, info,
+and the one-line errors for bad input. Each run is a real `python launch.py` subprocess on a tiny
+config of the default experiment (sklearn digits, embedded)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCH = str(ROOT / "launch.py")
+TINY = [
+    "--config.num_epochs=0",
+    "--config.total_steps=30",
+    "--config.batch_size=64",
+    "--config.model.hidden_size=32",
+    "--config.model.mlp_dim=64",
+    "--config.model.depth=1",
+    "--config.log_every=1",
+    "--config.eval_every=15",
+    "--config.checkpoint_every=10",
+    "--config.keep_checkpoints=2",
+]
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tfds")
+    e = dict(os.environ, TFDS_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+    e["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    return e
+
+
+def launch(args, env, *, devices=1, check=True, timeout=300):
+    e = dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    proc = subprocess.run(
+        [sys.executable, LAUNCH, *args], env=e, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"launch {args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def last_json(proc) -> dict:
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def read_metrics(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_params(workdir: Path, step: int):
+    path = workdir / "checkpoints" / "latest" / str(step) / "state"
+    return ocp.StandardCheckpointer().restore(path.absolute())["params"]
+
+
+@pytest.fixture(scope="module")
+def trained(env, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run") / "a"
+    proc = launch(["train", "--workdir", str(workdir), *TINY], env)
+    return workdir, proc
+
+
+def test_train_writes_the_workdir_and_ends_with_json(trained):
+    workdir, proc = trained
+    result = last_json(proc)
+    assert result["step"] == 30 and 0.0 <= result["test/accuracy"] <= 1.0
+    for name in ("config.json", "metrics.jsonl", "checkpoints", "tensorboard", "plots"):
+        assert (workdir / name).exists(), name
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert (workdir / "plots" / "accuracy.png").stat().st_size > 1000
+    assert (workdir / "plots" / "loss.png").stat().st_size > 1000
+    records = read_metrics(workdir)
+    train_steps = [r["step"] for r in records if r["split"] == "train"]
+    assert train_steps == list(range(1, 31))  # log_every=1: every step's loss
+    for r in records:
+        assert {"step", "split", "loss", "accuracy"} <= set(r)
+    assert [r["step"] for r in records if r["split"] == "test"] == [15, 30]
+    kept = sorted(int(p.name) for p in (workdir / "checkpoints" / "latest").iterdir())
+    assert kept == [20, 30]
+    assert json.loads((workdir / "config.json").read_text())["model"]["hidden_size"] == 32
+
+
+def test_eval_reproduces_the_training_accuracy(trained, env):
+    workdir, proc = trained
+    trained_result = last_json(proc)
+    result = last_json(launch(["eval", "--workdir", str(workdir)], env))
+    assert result["step"] == 30
+    assert result["test/accuracy"] == trained_result["test/accuracy"]
+    best = last_json(launch(["eval", "--workdir", str(workdir), "--best"], env))
+    assert best["step"] == trained_result["best_step"] in (15, 30)
+    missing = launch(["eval", "--workdir", str(workdir), "--step", "10"], env, check=False)
+    assert missing.returncode != 0
+    kept = sorted({20, 30, best["step"]})
+    assert "no checkpoint at step 10" in missing.stderr and str(kept) in missing.stderr
+    assert missing.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_train_on_a_finished_workdir_resumes_and_does_no_more_steps(trained, env):
+    workdir, proc = trained
+    again = launch(["train", "--workdir", str(workdir)], env)
+    assert last_json(again)["test/accuracy"] == last_json(proc)["test/accuracy"]
+    assert "resuming at step 30" in again.stderr
+
+
+def test_resume_after_sigkill_is_bitwise_identical(env, tmp_path):
+    args = [*TINY, "--config.total_steps=40", "--config.eval_every=20"]
+    straight = tmp_path / "straight"
+    launch(["train", "--workdir", str(straight), *args], env)
+
+    killed = tmp_path / "killed"
+    e = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    proc = subprocess.Popen(
+        [sys.executable, LAUNCH, "train", "--workdir", str(killed), *args], env=e, cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    metrics = killed / "metrics.jsonl"
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and any(
+            r["step"] >= 25 for r in map(json.loads, metrics.read_text().splitlines() or ["{}"])
+            if r
+        ):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "checkpoints" / "latest" / "40").exists()
+
+    resumed = launch(["train", "--workdir", str(killed)], env)
+    assert "resuming at step" in resumed.stderr
+    a, b = final_params(straight, 40), final_params(killed, 40)
+    leaves_a, leaves_b = _leaves(a), _leaves(b)
+    assert leaves_a.keys() == leaves_b.keys()
+    for name in leaves_a:
+        np.testing.assert_array_equal(leaves_a[name], leaves_b[name], err_msg=name)
+    # The resumed metrics log has each step exactly once.
+    steps = [r["step"] for r in read_metrics(killed) if r["split"] == "train"]
+    assert steps == list(range(1, 41))
+
+
+def _leaves(tree, prefix=""):
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_leaves(v, f"{prefix}{k}/"))
+        else:
+            out[prefix + k] = np.asarray(v)
+    return out
+
+
+def test_one_and_four_devices_give_the_same_losses(env, tmp_path):
+    args = [*TINY, "--config.total_steps=12", "--config.eval_every=12", "--config.plots=false"]
+    one = launch(["train", "--workdir", str(tmp_path / "d1"), *args], env, devices=1)
+    four = launch(["train", "--workdir", str(tmp_path / "d4"), *args], env, devices=4)
+    assert "on 1 device" in one.stderr and "on 4 device" in four.stderr
+    l1 = [r["loss"] for r in read_metrics(tmp_path / "d1") if r["split"] == "train"]
+    l4 = [r["loss"] for r in read_metrics(tmp_path / "d4") if r["split"] == "train"]
+    assert len(l1) == len(l4) == 12
+    np.testing.assert_allclose(l1, l4, atol=1e-5, rtol=0)
+
+
+def test_sweep_ranks_runs_and_marks_the_failed_one(env, tmp_path):
+    out = tmp_path / "sweep"
+    proc = launch(
+        ["sweep", "--workdir", str(out), "--parallel", "2",
+         "--sweep", "config.optim.schedule=cosine,linear,constant,bogus",
+         *TINY, "--config.total_steps=10", "--config.eval_every=10", "--config.plots=false"],
+        env, check=False, timeout=600,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    result = last_json(proc)
+    assert result["runs"] == 4 and len(result["failed"]) == 1 and "bogus" in result["failed"][0]
+    md = (out / "summary.md").read_text().splitlines()
+    rows = [line for line in md[2:] if line.startswith("|")]
+    assert len(rows) == 4
+    assert "| failed |" in rows[-1] and "unknown optim.schedule 'bogus'" in rows[-1]
+    accs = [float(r.split("|")[5]) for r in rows[:3]]
+    assert accs == sorted(accs, reverse=True)
+    csv_lines = (out / "summary.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("rank,run,status,optim.schedule,test/accuracy")
+    assert len(csv_lines) == 5
+
+
+def test_unknown_key_stops_before_any_work(env, tmp_path):
+    workdir = tmp_path / "never"
+    proc = launch(["train", "--workdir", str(workdir), "--config.optim.lrr=1"], env, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "config.optim.lr" in lines[0] and "nearest valid keys" in lines[0]
+    assert not workdir.exists()
+    bad_type = launch(["train", "--workdir", str(workdir), "--config.model.depth=deep"], env,
+                      check=False)
+    assert bad_type.returncode == 2 and "config.model.depth expects int" in bad_type.stderr
+
+
+def test_checkpoint_that_does_not_fit_names_the_parameter(trained, env, tmp_path):
+    workdir = tmp_path / "copy"
+    shutil.copytree(trained[0], workdir)
+    proc = launch(["train", "--workdir", str(workdir), "--config", "experiments/vit_digits.py",
+                   *TINY, "--config.model.hidden_size=48"], env, check=False)
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "does not fit the config" in line and "(32,)" in line and "(48,)" in line
+    # Nothing is lost: the workdir keeps the config its checkpoints were trained with.
+    assert json.loads((workdir / "config.json").read_text())["model"]["hidden_size"] == 32
+
+
+def test_corrupt_checkpoint_gives_one_line(trained, env, tmp_path):
+    workdir = tmp_path / "corrupt"
+    shutil.copytree(trained[0], workdir)
+    for f in (workdir / "checkpoints" / "latest" / "30" / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    proc = launch(["eval", "--workdir", str(workdir)], env, check=False)
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: checkpoint") and "30" in line and "delete" in line
+
+
+def test_missing_catalog_dataset_names_it_and_the_fix(env, tmp_path):
+    proc = launch(["train", "--workdir", str(tmp_path / "c"), "--config",
+                   "experiments/vit_cifar10_textbook.py", f"--config.data.data_dir={tmp_path}"],
+                  env, check=False)
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "cifar10" in line and str(tmp_path) in line and "tfds build" in line
+
+
+def test_info_reports_published_vit_b16_count(env):
+    proc = launch(["info", "--config", "experiments/vit_imagenet.py",
+                   "--config.model.variant=B/16"], env)
+    result = last_json(proc)
+    assert result["params"] == 86_567_656
+    # 2 x 17.56 GMAC of matmuls plus the elementwise work XLA also counts.
+    assert 35.0e9 < result["flops"] < 36.5e9
