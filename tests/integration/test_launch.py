@@ -44,7 +44,11 @@ def env(tmp_path_factory):
 def launch(args, env, *, devices=1, check=True, timeout=300):
     e = dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     proc = subprocess.run(
-        [sys.executable, LAUNCH, *args], env=e, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, LAUNCH, *args],
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         cwd=ROOT,
     )
     if check and proc.returncode != 0:
@@ -122,14 +126,18 @@ def test_resume_after_sigkill_is_bitwise_identical(env, tmp_path):
     killed = tmp_path / "killed"
     e = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     proc = subprocess.Popen(
-        [sys.executable, LAUNCH, "train", "--workdir", str(killed), *args], env=e, cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, LAUNCH, "train", "--workdir", str(killed), *args],
+        env=e,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 240
     metrics = killed / "metrics.jsonl"
     while time.time() < deadline and proc.poll() is None:
         if metrics.exists() and any(
-            r["step"] >= 25 for r in map(json.loads, metrics.read_text().splitlines() or ["{}"])
+            r["step"] >= 25
+            for r in map(json.loads, metrics.read_text().splitlines() or ["{}"])
             if r
         ):
             break
@@ -175,10 +183,22 @@ def test_one_and_four_devices_give_the_same_losses(env, tmp_path):
 def test_sweep_ranks_runs_and_marks_the_failed_one(env, tmp_path):
     out = tmp_path / "sweep"
     proc = launch(
-        ["sweep", "--workdir", str(out), "--parallel", "2",
-         "--sweep", "config.optim.schedule=cosine,linear,constant,bogus",
-         *TINY, "--config.total_steps=10", "--config.eval_every=10", "--config.plots=false"],
-        env, check=False, timeout=600,
+        [
+            "sweep",
+            "--workdir",
+            str(out),
+            "--parallel",
+            "2",
+            "--sweep",
+            "config.optim.schedule=cosine,linear,constant,bogus",
+            *TINY,
+            "--config.total_steps=10",
+            "--config.eval_every=10",
+            "--config.plots=false",
+        ],
+        env,
+        check=False,
+        timeout=600,
     )
     assert proc.returncode == 1, proc.stderr[-2000:]
     result = last_json(proc)
@@ -201,16 +221,28 @@ def test_unknown_key_stops_before_any_work(env, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "config.optim.lr" in lines[0] and "nearest valid keys" in lines[0]
     assert not workdir.exists()
-    bad_type = launch(["train", "--workdir", str(workdir), "--config.model.depth=deep"], env,
-                      check=False)
+    bad_type = launch(
+        ["train", "--workdir", str(workdir), "--config.model.depth=deep"], env, check=False
+    )
     assert bad_type.returncode == 2 and "config.model.depth expects int" in bad_type.stderr
 
 
 def test_checkpoint_that_does_not_fit_names_the_parameter(trained, env, tmp_path):
     workdir = tmp_path / "copy"
     shutil.copytree(trained[0], workdir)
-    proc = launch(["train", "--workdir", str(workdir), "--config", "experiments/vit_digits.py",
-                   *TINY, "--config.model.hidden_size=48"], env, check=False)
+    proc = launch(
+        [
+            "train",
+            "--workdir",
+            str(workdir),
+            "--config",
+            "experiments/vit_digits.py",
+            *TINY,
+            "--config.model.hidden_size=48",
+        ],
+        env,
+        check=False,
+    )
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()[-1]
     assert "does not fit the config" in line and "(32,)" in line and "(48,)" in line
@@ -231,17 +263,27 @@ def test_corrupt_checkpoint_gives_one_line(trained, env, tmp_path):
 
 
 def test_missing_catalog_dataset_names_it_and_the_fix(env, tmp_path):
-    proc = launch(["train", "--workdir", str(tmp_path / "c"), "--config",
-                   "experiments/vit_cifar10_textbook.py", f"--config.data.data_dir={tmp_path}"],
-                  env, check=False)
+    proc = launch(
+        [
+            "train",
+            "--workdir",
+            str(tmp_path / "c"),
+            "--config",
+            "experiments/vit_cifar10_textbook.py",
+            f"--config.data.data_dir={tmp_path}",
+        ],
+        env,
+        check=False,
+    )
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()[-1]
     assert "cifar10" in line and str(tmp_path) in line and "tfds build" in line
 
 
 def test_info_reports_published_vit_b16_count(env):
-    proc = launch(["info", "--config", "experiments/vit_imagenet.py",
-                   "--config.model.variant=B/16"], env)
+    proc = launch(
+        ["info", "--config", "experiments/vit_imagenet.py", "--config.model.variant=B/16"], env
+    )
     result = last_json(proc)
     assert result["params"] == 86_567_656
     # 2 x 17.56 GMAC of matmuls plus the elementwise work XLA also counts.
