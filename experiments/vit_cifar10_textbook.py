@@ -25,6 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.experiment = "vit_cifar10_textbook"
     c.seed = 0
     c.batch_size = 128
+    c.microbatches = 1  # >1: the batch in that many sequential slices, same update, less memory
     c.eval_batch_size = 500
     c.num_epochs = 10
     c.total_steps = 0

@@ -1,7 +1,9 @@
 """The default experiment: a small ViT on scikit-learn's 8x8 handwritten digits (embedded dataset).
 
-8x8 images, 2x2 patches -> 16 tokens + a class token; 4 pre-LN blocks of width 64. Trains on the
-2-core CPU in about a minute; see README for the measured accuracy.
+8x8 images, 2x2 patches -> 16 tokens + a class token; 4 pre-LN blocks of width 64. Random shifts
+of up to one pixel make the 1,438 training images go a long way but slow the fit: the recipe is a
+high peak learning rate (3e-3) and 300 epochs, about four minutes on 2 CPU cores; with 120 epochs
+or lr 1e-3 it stays at 89-97% depending on the seed (README, "Experiments").
 
   python launch.py train                                     # this config
   python launch.py train --config.optim.lr=3e-4 --workdir runs/a
@@ -17,8 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.experiment = "vit_digits"
     c.seed = 0
     c.batch_size = 128  # global, over all devices and processes
+    c.microbatches = 1  # >1: the batch in that many sequential slices, same update, less memory
     c.eval_batch_size = 512
-    c.num_epochs = 120  # wins over total_steps when set
+    c.num_epochs = 300  # wins over total_steps when set
     c.total_steps = 0
     c.log_every = 20
     c.eval_every = 300
@@ -50,7 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adamw"
-    c.optim.lr = 1e-3
+    c.optim.lr = 3e-3
     c.optim.weight_decay = 0.05
     c.optim.b1 = 0.9
     c.optim.b2 = 0.999

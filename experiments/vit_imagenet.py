@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.experiment = "vit_imagenet"
     c.seed = 0
     c.batch_size = 4096
+    c.microbatches = 1  # >1: the batch in that many sequential slices, same update, less memory
     c.eval_batch_size = 1024
     c.num_epochs = 300
     c.total_steps = 0

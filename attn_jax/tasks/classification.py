@@ -24,6 +24,11 @@ class Classification:
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
 
+    @staticmethod
+    def init_inputs(spec) -> tuple[jax.ShapeDtypeStruct, ...]:
+        """The model's arguments for one example: an image batch of size 1."""
+        return (jax.ShapeDtypeStruct((1, *spec.image_shape), jnp.float32),)
+
     def _cross_entropy(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
         targets = jax.nn.one_hot(labels, self.num_classes, dtype=jnp.float32)
         if self.label_smoothing:

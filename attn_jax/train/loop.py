@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from attn_jax import config as config_lib
@@ -44,17 +45,22 @@ class Experiment:
     task: Any
     total_steps: int
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return (1, *self.spec.image_shape)
+    def init_inputs(self) -> tuple[jax.ShapeDtypeStruct, ...]:
+        """Abstract arguments of the model for one example: what `init` traces with."""
+        return self.task.init_inputs(self.spec)
 
 
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     """Resolves data spec, model and task; raises one-line errors for bad configs."""
     spec = data_lib.dataset_info(config.data)
     model_cfg = dict(config.model)
-    if model_cfg.get("num_classes") is None:
-        model_cfg["num_classes"] = spec.num_classes
+    # Sizes the data decides unless the config pins them: classes of images, tokens of text.
+    for key, value in (
+        ("num_classes", spec.num_classes),
+        ("vocab_size", getattr(spec, "vocab_size", None)),
+    ):
+        if key in model_cfg and model_cfg[key] is None:
+            model_cfg[key] = value
     try:
         model = build_model(model_cfg)
         task = build_task(
@@ -68,10 +74,13 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
 
 
 # -- compiled functions ---------------------------------------------------------------------------
-def make_init_fn(model, tx, input_shape):
+def make_init_fn(model, tx, init_inputs):
+    """init(key) -> TrainState; `init_inputs` are (abstract) example model arguments."""
+
     def init(key):
         params_key, state_key = jax.random.split(key)
-        variables = model.init({"params": params_key}, jnp.zeros(input_shape, jnp.float32))
+        dummy = [jnp.zeros(x.shape, x.dtype) for x in init_inputs]
+        variables = model.init({"params": params_key}, *dummy)
         params = variables["params"]
         return TrainState(
             step=jnp.zeros((), jnp.int32),
@@ -83,16 +92,45 @@ def make_init_fn(model, tx, input_shape):
     return init
 
 
-def make_train_step(model, task, tx, schedule, mesh, state_sharding):
-    """One SGD step: loss and grads, optimizer update, and metrics that stay on the device."""
+def make_train_step(model, task, tx, schedule, mesh, state_sharding, *, microbatches: int = 1):
+    """One SGD step: loss and grads, optimizer update, and metrics that stay on the device.
+
+    With `microbatches` = k > 1 the batch is cut into k slices whose gradients are averaged in a
+    `lax.scan` before the single update: the same step with about 1/k of the activation memory.
+    On CPUs it is also faster once the activations outgrow the cache (benchmarks/README.md).
+    """
+
+    def grads_and_metrics(params, batch, key):
+        def loss_fn(params):
+            return task.loss(model, params, batch, key, train=True)
+
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return grads, metrics
+
+    def split(x):
+        # [B, ...] -> [k, B/k, ...] taking every k-th example, so that each device keeps its own
+        # rows: the data axis stays on the (now second) batch dimension and nothing moves.
+        x = x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
+        spec = PartitionSpec(None, "data", *([None] * (x.ndim - 2)))
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
     def step(state: TrainState, batch: dict[str, jax.Array]):
         dropout_key = jax.random.fold_in(state.key, state.step)
+        if microbatches == 1:
+            grads, metrics = grads_and_metrics(state.params, batch, dropout_key)
+        else:
+            micro = {k: split(v) for k, v in batch.items()}
 
-        def loss_fn(params):
-            return task.loss(model, params, batch, dropout_key, train=True)
+            def body(carry, inputs):
+                i, part = inputs
+                g, m = grads_and_metrics(state.params, part, jax.random.fold_in(dropout_key, i))
+                return jax.tree_util.tree_map(jnp.add, carry, (g, m)), None
 
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+            first = jax.tree_util.tree_map(lambda x: x[0], micro)
+            shapes = jax.eval_shape(grads_and_metrics, state.params, first, dropout_key)
+            zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            sums, _ = jax.lax.scan(body, zeros, (jnp.arange(microbatches), micro))
+            grads, metrics = jax.tree_util.tree_map(lambda x: x / microbatches, sums)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics, grad_norm=optax.tree.norm(grads), lr=schedule(state.step))
@@ -166,12 +204,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
     is_main = jax.process_index() == 0
     exp = build_experiment(config)
     mesh = shard_lib.make_mesh()
-    shard_lib.check_batch_size(config.batch_size, mesh)
+    shard_lib.check_batch_size(config.batch_size, mesh, microbatches=config.get("microbatches", 1))
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
 
     tx, schedule = make_optimizer(config.optim, exp.total_steps)
-    init_fn = make_init_fn(exp.model, tx, exp.input_shape)
+    init_fn = make_init_fn(exp.model, tx, exp.init_inputs())
     abstract_state, state_sharding = _state_shardings(init_fn, mesh)
     ckpt = Checkpointer(
         workdir,
@@ -217,7 +255,15 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
             file=sys.stderr,
         )
 
-    train_step = make_train_step(exp.model, exp.task, tx, schedule, mesh, state_sharding)
+    train_step = make_train_step(
+        exp.model,
+        exp.task,
+        tx,
+        schedule,
+        mesh,
+        state_sharding,
+        microbatches=config.get("microbatches", 1),
+    )
     eval_step = make_eval_step(exp.model, exp.task, mesh, state_sharding.params)
     eval_split = config.data.eval_split
     bsharding = shard_lib.batch_sharding(mesh)
@@ -277,7 +323,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
     ckpt.close()
     writer.close()
     if is_main and config.get("plots", True):
-        plot_curves(workdir)
+        plot_curves(workdir, getattr(exp.task, "curve_metrics", ("accuracy", "loss")))
     result = {"step": exp.total_steps, **last_eval}
     result.update({f"train/{k}": v for k, v in last_train.items() if k in ("loss", "accuracy")})
     best = Checkpointer(
@@ -316,7 +362,7 @@ def evaluate(
     exp = build_experiment(config)
     mesh = shard_lib.make_mesh()
     tx, _ = make_optimizer(config.optim, exp.total_steps)
-    init_fn = make_init_fn(exp.model, tx, exp.input_shape)
+    init_fn = make_init_fn(exp.model, tx, exp.init_inputs())
     abstract_state, state_sharding = _state_shardings(init_fn, mesh)
     ckpt = Checkpointer(
         workdir,
@@ -339,14 +385,15 @@ def evaluate(
 def info(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Parameter count and forward FLOPs per example, without allocating the parameters."""
     exp = build_experiment(config)
+    inputs = exp.init_inputs()
     key = jax.random.key(0)
     variables = jax.eval_shape(
-        lambda k: exp.model.init({"params": k}, jnp.zeros(exp.input_shape, jnp.float32)), key
+        lambda k: exp.model.init({"params": k}, *[jnp.zeros(x.shape, x.dtype) for x in inputs]),
+        key,
     )
     params = variables["params"]
-    x = jax.ShapeDtypeStruct(exp.input_shape, jnp.float32)
-    lowered = jax.jit(lambda p, x: exp.model.apply({"params": p}, x, train=False)[0]).lower(
-        params, x
+    lowered = jax.jit(lambda p, *x: exp.model.apply({"params": p}, *x, train=False)[0]).lower(
+        params, *inputs
     )
     cost = lowered.cost_analysis() or {}
     if isinstance(cost, list):
@@ -355,6 +402,6 @@ def info(config: ml_collections.ConfigDict) -> dict[str, Any]:
         "experiment": config.get("experiment", ""),
         "params": count_params(params),
         "flops": float(cost.get("flops", float("nan"))),
-        "input_shape": list(exp.input_shape[1:]),
+        "inputs": [[list(x.shape[1:]), str(x.dtype)] for x in inputs],
         "total_steps": exp.total_steps,
     }

@@ -7,10 +7,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import jax
+import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "noam")
+
+
+def noam_schedule(scale: float, d_model: int, warmup_steps: int) -> optax.Schedule:
+    """Vaswani et al. 2017, eq. 3: lrate = d_model^-0.5 * min(n^-0.5, n * warmup^-1.5), times
+    `scale` (1 in the paper). n counts from 1 as in the paper; optax counts updates from 0."""
+    warmup = max(int(warmup_steps), 1)
+
+    def schedule(count):
+        n = jnp.asarray(count, jnp.float32) + 1.0
+        return scale * d_model**-0.5 * jnp.minimum(n**-0.5, n * warmup**-1.5)
+
+    return schedule
 
 
 def learning_rate_schedule(optim_cfg: Mapping, total_steps: int) -> optax.Schedule:
@@ -18,6 +31,10 @@ def learning_rate_schedule(optim_cfg: Mapping, total_steps: int) -> optax.Schedu
     lr = float(optim_cfg["lr"])
     warmup = int(optim_cfg.get("warmup_steps", 0))
     kind = optim_cfg.get("schedule", "cosine")
+    if kind == "noam":  # warms up and decays by itself; `lr` is the paper's (unit) scale
+        if not optim_cfg.get("d_model"):
+            raise ValueError("optim.schedule 'noam' needs optim.d_model (the model width)")
+        return noam_schedule(lr, int(optim_cfg["d_model"]), warmup)
     end = lr * float(optim_cfg.get("end_lr_factor", 0.0))
     decay_steps = max(total_steps - warmup, 1)
     if kind == "cosine":

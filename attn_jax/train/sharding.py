@@ -13,27 +13,23 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from attn_jax.config import ConfigError
+
 
 def initialize_distributed(dist_cfg: Mapping) -> None:
     """Joins the multi-process job when the config asks for more than one process."""
     num = int(dist_cfg.get("num_processes", 1))
     if num <= 1 or jax.distributed.is_initialized():
         return
-    if jax.config.jax_platforms in (None, "", "cpu") and not _has_accelerator():
-        # CPU processes talk over gloo; the default (none) cannot run cross-process collectives.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # CPU devices of different processes talk over gloo (the default, none, cannot run
+    # cross-process collectives); GPUs and TPUs ignore the setting. Probing for an accelerator
+    # here would initialize the backends, which must not happen before `initialize`.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=dist_cfg["coordinator_address"],
         num_processes=num,
         process_id=int(dist_cfg["process_id"]),
     )
-
-
-def _has_accelerator() -> bool:
-    try:
-        return bool(jax.devices("gpu"))
-    except RuntimeError:
-        return False
 
 
 def make_mesh() -> Mesh:
@@ -49,12 +45,17 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec("data"))
 
 
-def check_batch_size(global_batch: int, mesh: Mesh) -> None:
-    devices = mesh.devices.size
-    if global_batch % devices or global_batch % jax.process_count():
-        raise ValueError(
-            f"batch_size {global_batch} does not split over {devices} devices in "
-            f"{jax.process_count()} processes; set --config.batch_size to a multiple of {devices}"
+def check_batch_size(global_batch: int, mesh: Mesh, *, microbatches: int = 1) -> None:
+    """The global batch must split evenly over devices, processes and micro-batches."""
+    devices, processes = mesh.devices.size, jax.process_count()
+    if microbatches < 1:
+        raise ConfigError(f"microbatches must be >= 1, got {microbatches}")
+    unit = devices * microbatches
+    if global_batch % unit or global_batch % processes:
+        raise ConfigError(
+            f"batch_size {global_batch} does not split into {microbatches} micro-batch(es) over "
+            f"{devices} device(s) in {processes} process(es); set --config.batch_size to a "
+            f"multiple of {unit}"
         )
 
 

@@ -169,15 +169,71 @@ def _leaves(tree, prefix=""):
     return out
 
 
+MOVING = [  # no warmup: the losses change visibly from step to step
+    *TINY,
+    "--config.total_steps=12",
+    "--config.eval_every=12",
+    "--config.plots=false",
+    "--config.optim.warmup_steps=0",
+    "--config.optim.lr=1e-2",
+]
+
+
 def test_one_and_four_devices_give_the_same_losses(env, tmp_path):
-    args = [*TINY, "--config.total_steps=12", "--config.eval_every=12", "--config.plots=false"]
+    args = MOVING
     one = launch(["train", "--workdir", str(tmp_path / "d1"), *args], env, devices=1)
     four = launch(["train", "--workdir", str(tmp_path / "d4"), *args], env, devices=4)
     assert "on 1 device" in one.stderr and "on 4 device" in four.stderr
     l1 = [r["loss"] for r in read_metrics(tmp_path / "d1") if r["split"] == "train"]
     l4 = [r["loss"] for r in read_metrics(tmp_path / "d4") if r["split"] == "train"]
-    assert len(l1) == len(l4) == 12
+    assert len(l1) == len(l4) == 12 and max(l1) - min(l1) > 0.01  # not a constant
     np.testing.assert_allclose(l1, l4, atol=1e-5, rtol=0)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_on_loopback_match_one_process(env, tmp_path):
+    """Multi-host data parallelism: two processes (gloo collectives over loopback), one device
+    each, read their halves of each global batch and train the same model as one process."""
+    launch(["train", "--workdir", str(tmp_path / "p1"), *MOVING], env, devices=2)
+    port = _free_port()
+    e = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                LAUNCH,
+                "train",
+                "--workdir",
+                str(tmp_path / "p2"),
+                *MOVING,
+                "--config.distributed.num_processes=2",
+                f"--config.distributed.process_id={i}",
+                f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+            ],
+            env=e,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    assert "on 2 device" in outs[0][1]
+    l1 = [r["loss"] for r in read_metrics(tmp_path / "p1") if r["split"] == "train"]
+    l2 = [r["loss"] for r in read_metrics(tmp_path / "p2") if r["split"] == "train"]
+    assert len(l2) == 12
+    np.testing.assert_allclose(l2, l1, atol=1e-5, rtol=0)
+    assert json.loads(outs[0][0].strip().splitlines()[-1])["step"] == 12
 
 
 def test_sweep_ranks_runs_and_marks_the_failed_one(env, tmp_path):

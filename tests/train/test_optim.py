@@ -68,3 +68,16 @@ def test_gradient_accumulation_updates_every_k_steps():
 def test_unknown_optimizer_is_named():
     with pytest.raises(ValueError, match="unknown optim.name 'adamm'"):
         make_optimizer({"name": "adamm", "lr": 1.0}, 10)
+
+
+def test_noam_schedule_is_the_papers_eq_3():
+    from attn_jax.train.optim import learning_rate_schedule
+
+    cfg = {"lr": 1.0, "schedule": "noam", "d_model": 512, "warmup_steps": 4000}
+    schedule = learning_rate_schedule(cfg, 100_000)
+    for n in (1, 100, 3999, 4000, 4001, 50_000):
+        expected = 512**-0.5 * min(n**-0.5, n * 4000**-1.5)
+        assert abs(float(schedule(n - 1)) - expected) < 1e-9
+    peak = float(schedule(3999))
+    assert abs(peak - 512**-0.5 * 4000**-0.5) < 1e-9  # the maximum, at n = warmup
+    assert float(schedule(3998)) < peak and float(schedule(4000)) < peak
