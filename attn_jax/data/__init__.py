@@ -6,6 +6,9 @@ dataset registry, and grain pipelines that yield fixed-shape numpy batches.
     it = iter(ds); batch = next(it)                 # {"image", "label", "mask"}
     state = it.get_state()                           # JSON-serializable, for checkpoints
 
+Text datasets (dates, reverse, wmt14_de_en, wmt14_en_de) yield {"inputs", "targets", "length",
+"mask"}; `data.get_vocab(config.data)` decodes their token ids.
+
 `prepare(name, data_dir)` builds an embedded dataset ahead of time (it also happens on first
 use) or checks that a catalog dataset is prepared. See pipeline.py for the data config keys.
 """
@@ -16,6 +19,7 @@ from attn_jax.data.pipeline import (
     DatasetSpec,
     data_config,
     dataset_info,
+    get_vocab,
     make_dataset,
 )
 from attn_jax.data.registry import REGISTRY, DatasetEntry, get_entry
@@ -31,6 +35,7 @@ __all__ = [
     "data_config",
     "dataset_info",
     "get_entry",
+    "get_vocab",
     "is_prepared",
     "make_dataset",
     "prepare",

@@ -21,8 +21,10 @@ takes ~0.3 ms. What this design gives:
 - The iterator state is grain's `{"next_index": k}` (JSON-serializable): restoring it resumes at
   step k with bitwise the same batches.
 
-Batches are dicts of numpy arrays: `image` float32 [b, H, W, C] normalized per channel,
-`label` int32 [b], `mask` bool [b].
+Image batches are dicts of numpy arrays: `image` float32 [b, H, W, C] normalized per channel,
+`label` int32 [b], `mask` bool [b]. Text batches (`spec.kind == "text"`, see sequences.py) are
+`inputs` int32 [b, S], `targets` int32 [b, T], `length` int32 [b], `mask` bool [b], over the same
+stream of examples; `get_vocab(data_cfg)` turns their ids back into strings.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import dataclasses
 import math
 import os
 import sys
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,13 +40,15 @@ import grain
 import numpy as np
 from absl import flags
 
-from attn_jax.data import sources
+from attn_jax.data import sequences, sources, stream
+from attn_jax.data import text as text_lib
 from attn_jax.data import transforms as T
 from attn_jax.data.errors import DataConfigError
 from attn_jax.data.registry import DatasetEntry, get_entry
 
 DEFAULT_DATA_CONFIG: dict[str, Any] = {
-    # Registry name: "sklearn_digits" (embedded), "cifar10", "imagenet2012" (tfds catalog).
+    # Registry name: "sklearn_digits" (embedded), "cifar10", "imagenet2012" (tfds catalog);
+    # text: "dates", "reverse" (embedded), "wmt14_de_en", "wmt14_en_de" (tfds catalog).
     "name": "sklearn_digits",
     # tfds data dir; None: $TFDS_DATA_DIR, else ~/tensorflow_datasets.
     "data_dir": None,
@@ -64,9 +67,21 @@ DEFAULT_DATA_CONFIG: dict[str, Any] = {
     "prefetch": 2,
     # grain worker processes (mp_prefetch) for heavy decoding, e.g. ImageNet; 0: none.
     "worker_count": 0,
+    # Subword datasets (wmt14) only: tokens per source / target row including EOS (longer
+    # sentences are cut); None: 128.
+    "max_length": None,
+    # Subword datasets (wmt14) only: sentencepiece vocabulary size; None: 32000.
+    "vocab_size": None,
 }
 
-_OPTIONAL_TYPES = {"data_dir": str, "image_size": int, "cache": bool, "read_threads": int}
+_OPTIONAL_TYPES = {
+    "data_dir": str,
+    "image_size": int,
+    "cache": bool,
+    "read_threads": int,
+    "max_length": int,
+    "vocab_size": int,
+}
 
 
 def data_config(**values: Any):
@@ -91,8 +106,7 @@ def data_config(**values: Any):
     return group
 
 
-_SHUFFLE = 1  # purposes folded into the random keys, so that the streams never coincide
-_AUGMENT = 2
+_AUGMENT = 2  # purposes folded into the random keys (stream.py's shuffle is 1)
 _CENTER_CROP_FRACTION = 0.875
 _INCEPTION_ATTEMPTS = 10
 
@@ -103,20 +117,44 @@ class DatasetSpec:
 
     Attributes:
         name: registry name.
-        num_classes: number of labels.
-        image_shape: (H, W, C) of the images as the model sees them (after preprocessing).
+        num_classes: number of labels; 0 for text (see vocab_size).
+        image_shape: (H, W, C) of the images as the model sees them (after preprocessing); None
+            for text.
         num_examples: examples per split: the registry's splits and the configured split
             expressions.
-        mean: per-channel mean used for normalization ([0, 1] scale).
-        std: per-channel standard deviation used for normalization ([0, 1] scale).
+        mean: per-channel mean used for normalization ([0, 1] scale); () for text.
+        std: per-channel standard deviation used for normalization ([0, 1] scale); () for text.
+        kind: "image" or "text".
+        vocab_size: text: number of token ids, shared by inputs and targets (ids 0..3 are PAD,
+            BOS, EOS, UNK); None for images.
+        max_input_length: text: S, tokens per `inputs` row, EOS included.
+        max_target_length: text: T, tokens per `targets` row, EOS included.
+        length_buckets: text: edges e of the source-length buckets [e[i], e[i+1]) to report
+            evaluations by; None: no buckets.
+        element_spec: per-example (shape, dtype name) of every batch key but "mask".
     """
 
     name: str
     num_classes: int
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int, int, int] | None
     num_examples: dict[str, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    kind: str = "image"
+    vocab_size: int | None = None
+    max_input_length: int | None = None
+    max_target_length: int | None = None
+    length_buckets: tuple[int, ...] | None = None
+
+    @property
+    def element_spec(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        if self.kind == "text":
+            return {
+                "inputs": ((self.max_input_length,), "int32"),
+                "targets": ((self.max_target_length,), "int32"),
+                "length": ((), "int32"),
+            }
+        return {"image": (tuple(self.image_shape), "float32"), "label": ((), "int32")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +169,12 @@ class _Options:
     read_threads: int | None
     prefetch: int
     worker_count: int
+    max_length: int | None
+    vocab_size: int | None
+
+
+def _positive_int(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= 1
 
 
 def _options(data_cfg: Mapping[str, Any]) -> tuple[_Options, DatasetEntry]:
@@ -145,6 +189,25 @@ def _options(data_cfg: Mapping[str, Any]) -> tuple[_Options, DatasetEntry]:
     size = merged["image_size"]
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise DataConfigError(f"config.data.image_size must be a positive int, got {size!r}")
+    subword = entry.tokenizer == "sentencepiece"
+    for key, least in (("max_length", 2), ("vocab_size", 16)):
+        value = merged[key]
+        if value is not None and not subword:
+            raise DataConfigError(
+                f"config.data.{key} applies to subword text datasets (wmt14_*) only, not to "
+                f"{entry.name}; leave it None"
+            )
+        if value is not None and not (_positive_int(value) and value >= least):
+            raise DataConfigError(f"config.data.{key} must be an int >= {least}, got {value!r}")
+    if entry.kind == "text" and merged["augment"]:
+        raise DataConfigError(
+            f"{entry.name} is a text dataset: augmentation does not apply; set "
+            "--config.data.augment=false"
+        )
+    if entry.kind == "text" and size is not None:
+        raise DataConfigError(
+            f"{entry.name} is a text dataset: config.data.image_size does not apply; leave it None"
+        )
     merged["data_dir"] = sources.resolve_data_dir(merged["data_dir"])
     merged["augment"] = bool(merged["augment"])
     return _Options(**merged), entry
@@ -168,6 +231,21 @@ def dataset_info(data_cfg: Mapping[str, Any]) -> DatasetSpec:
     num_examples = dict(entry.splits)
     for split in (opts.train_split, opts.eval_split):
         num_examples[split] = sources.split_size(entry, split)
+    if entry.kind == "text":
+        s, t = sequences.sequence_lengths(entry, opts.max_length)
+        return DatasetSpec(
+            name=entry.name,
+            num_classes=0,
+            image_shape=None,
+            num_examples=num_examples,
+            mean=(),
+            std=(),
+            kind="text",
+            vocab_size=_vocab_size(entry, opts),
+            max_input_length=s,
+            max_target_length=t,
+            length_buckets=entry.length_buckets,
+        )
     return DatasetSpec(
         name=entry.name,
         num_classes=entry.num_classes,
@@ -176,6 +254,29 @@ def dataset_info(data_cfg: Mapping[str, Any]) -> DatasetSpec:
         mean=entry.mean,
         std=entry.std,
     )
+
+
+def _vocab_size(entry: DatasetEntry, opts: _Options) -> int:
+    if entry.tokenizer == "char":
+        return sequences.load_vocab(entry.name, opts.data_dir, None).size
+    return opts.vocab_size or entry.default_vocab_size
+
+
+def get_vocab(data_cfg: Mapping[str, Any]) -> text_lib.CharVocab | text_lib.SentencePieceVocab:
+    """The vocabulary of a text dataset: `encode(str) -> list[int]` (no EOS), `decode(ids) ->
+    str` (stops at EOS, skips PAD and BOS), and `size` (== dataset_info(data_cfg).vocab_size).
+
+    For wmt14 this trains the sentencepiece model on first use (see sequences.py), so the
+    dataset must be prepared.
+
+    Raises:
+        DataConfigError: an image dataset or a bad config.
+        DatasetNotFoundError: wmt14 not prepared.
+    """
+    opts, entry = _options(data_cfg)
+    if entry.kind != "text":
+        raise DataConfigError(f"{entry.name} is an image dataset: it has no vocabulary")
+    return sequences.load_vocab(entry.name, opts.data_dir, opts.vocab_size)
 
 
 class _Examples:
@@ -227,48 +328,19 @@ class _BatchMaker:
         self._augment = train and opts.augment
         self._shape = _image_shape(entry, opts.image_size)
         self._size = self._shape[0]
-        self._global = global_batch_size
         self._local = global_batch_size // process_count
-        self._offset = process_index * self._local
-        self._n = len(examples)
-        self._seed = seed
+        self._positions = stream.BatchPositions(
+            len(examples),
+            train=train,
+            global_batch_size=global_batch_size,
+            seed=seed,
+            process_index=process_index,
+            process_count=process_count,
+        )
         self._augment_key = T.fold_key(seed, _AUGMENT)
-        self._permutations: dict[int, np.ndarray] = {}
-        self._lock = threading.Lock()
-
-    def __getstate__(self):  # picklable for grain worker processes: locks are not
-        state = dict(self.__dict__)
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        with self._lock:
-            perm = self._permutations.get(epoch)
-            if perm is None:
-                perm = T.random_permutation(T.fold_key(self._seed, _SHUFFLE, epoch), self._n)
-                self._permutations[epoch] = perm
-                # Batches run at most two epochs at once unless B > N; a few suffice.
-                for old in sorted(self._permutations)[:-4]:
-                    del self._permutations[old]
-            return perm
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
-        start = step * self._global + self._offset
-        positions = np.arange(start, start + self._local, dtype=np.int64)
-        if self._train:
-            epochs, offsets = np.divmod(positions, self._n)
-            indices = np.empty_like(positions)
-            for epoch in np.unique(epochs):
-                at = epochs == epoch
-                indices[at] = self._permutation(int(epoch))[offsets[at]]
-            valid = np.ones(self._local, bool)
-        else:
-            valid = positions < self._n
-            indices = positions[valid]
+        positions, valid, indices = self._positions(step)
         if not valid.any():  # this process's part of the last eval batch is all padding
             return {
                 "image": np.zeros((self._local, *self._shape), np.float32),
@@ -336,8 +408,9 @@ def make_dataset(
 
     Returns:
         A grain IterDataset of dicts `image` float32 [b, H, W, C], `label` int32 [b], `mask`
-        bool [b], b = global_batch_size // process_count; its iterator has JSON-serializable
-        `get_state()` / `set_state()`.
+        bool [b] (text: `inputs` int32 [b, S], `targets` int32 [b, T], `length` int32 [b],
+        `mask` bool [b]), b = global_batch_size // process_count; its iterator has
+        JSON-serializable `get_state()` / `set_state()`.
 
     Raises:
         DataConfigError: bad config, split or batch size (also a ValueError).
@@ -351,19 +424,31 @@ def make_dataset(
         )
     if not 0 <= process_index < process_count:
         raise DataConfigError(f"process_index {process_index} not in [0, {process_count})")
-    examples = _Examples(entry, split, opts)
+    stream_kwargs = {
+        "train": train,
+        "global_batch_size": global_batch_size,
+        "seed": seed,
+        "process_index": process_index,
+        "process_count": process_count,
+    }
+    if entry.kind == "text":
+        sources.split_ranges(entry, split)  # a clear error for bad splits before reading
+        examples = sequences.TextExamples(
+            entry,
+            split,
+            opts.data_dir,
+            cache=opts.cache,
+            vocab_size=opts.vocab_size,
+            max_length=opts.max_length,
+        )
+    else:
+        examples = _Examples(entry, split, opts)
     if len(examples) == 0:
         raise DataConfigError(f"split {split!r} of {entry.name} has no examples")
-    maker = _BatchMaker(
-        entry,
-        examples,
-        opts,
-        train=train,
-        global_batch_size=global_batch_size,
-        seed=seed,
-        process_index=process_index,
-        process_count=process_count,
-    )
+    if entry.kind == "text":
+        maker = sequences.TextBatchMaker(examples, **stream_kwargs)
+    else:
+        maker = _BatchMaker(entry, examples, opts, **stream_kwargs)
     num_batches = sys.maxsize if train else math.ceil(len(examples) / global_batch_size)
     threads = opts.read_threads
     if threads is None:

@@ -16,13 +16,20 @@ the [0, 1] scale.
 - cifar10: the per-channel population statistics of the 50,000 training images, as Keras'
   `Normalization().adapt(x_train / 255)` computes them.
 - imagenet2012: the statistics the torchvision / timm ImageNet models were trained with.
+
+Text datasets (`kind="text"`) are sequence-to-sequence pairs: `dates` and `reverse` (embedded,
+generated from a seed, character vocabularies) and wmt14 German-English in either direction
+(catalog, a sentencepiece vocabulary trained from its training text on first use). Their image
+fields are unused (`image_shape=None`, `num_classes=0`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from attn_jax.data.dates import dates_dataset_builder as _dates
 from attn_jax.data.errors import DataConfigError
+from attn_jax.data.reverse import reverse_dataset_builder as _reverse
 from attn_jax.data.sklearn_digits import sklearn_digits_dataset_builder as _digits
 
 
@@ -50,6 +57,17 @@ class DatasetEntry:
         decode_with_pil: read the image feature as encoded bytes and decode it with PIL here, so
             that JPEGs can be decoded at reduced size before the crop (ImageNet).
         prepare_note: what preparing needs besides the build command.
+        kind: "image" or "text".
+        tokenizer: text only: "char" (the builder's `VOCAB`) or "sentencepiece".
+        source_key: text only: the feature holding the source text.
+        target_key: text only: the feature holding the target text.
+        max_input_length: text with "char" only: tokens of the longest source over all splits,
+            plus one for EOS.
+        max_target_length: the same for the targets.
+        length_buckets: text only: edges e of the source-length buckets [e[i], e[i+1]) that
+            evaluations report by; None: no buckets.
+        default_max_length: "sentencepiece" only: `data.max_length` when it is None.
+        default_vocab_size: "sentencepiece" only: `data.vocab_size` when it is None.
     """
 
     name: str
@@ -66,6 +84,15 @@ class DatasetEntry:
     default_image_size: int | None = None
     decode_with_pil: bool = False
     prepare_note: str = ""
+    kind: str = "image"
+    tokenizer: str = ""
+    source_key: str = "inputs"
+    target_key: str = "targets"
+    max_input_length: int | None = None
+    max_target_length: int | None = None
+    length_buckets: tuple[int, ...] | None = None
+    default_max_length: int | None = None
+    default_vocab_size: int | None = None
 
     @property
     def channels(self) -> int:
@@ -119,7 +146,67 @@ IMAGENET2012 = DatasetEntry(
     ),
 )
 
-REGISTRY: dict[str, DatasetEntry] = {e.name: e for e in (SKLEARN_DIGITS, CIFAR10, IMAGENET2012)}
+_TEXT: dict = {  # the image fields, unused by text datasets
+    "num_classes": 0,
+    "image_shape": None,
+    "max_value": 0.0,
+    "mean": (),
+    "std": (),
+    "augmentation": "none",
+    "kind": "text",
+}
+
+DATES = DatasetEntry(
+    name="dates",
+    tfds_name="dates",
+    splits={"train": _dates.TRAIN_SIZE, "test": _dates.TEST_SIZE},
+    embedded=True,
+    tokenizer="char",
+    max_input_length=_dates.MAX_INPUT_CHARS + 1,
+    max_target_length=_dates.TARGET_CHARS + 1,
+    **_TEXT,
+)
+
+REVERSE = DatasetEntry(
+    name="reverse",
+    tfds_name="reverse",
+    splits={"train": _reverse.TRAIN_SIZE, "test": _reverse.TEST_SIZE},
+    embedded=True,
+    tokenizer="char",
+    max_input_length=_reverse.MAX_LENGTH + 1,
+    max_target_length=_reverse.MAX_LENGTH + 1,
+    length_buckets=_reverse.LENGTH_BUCKETS,
+    **_TEXT,
+)
+
+
+def _wmt14(source: str, target: str) -> DatasetEntry:
+    return DatasetEntry(
+        name=f"wmt14_{source}_{target}",
+        tfds_name="wmt14_translate/de-en",
+        splits={"train": 4_508_785, "validation": 3_000, "test": 3_003},
+        embedded=False,
+        tokenizer="sentencepiece",
+        source_key=source,
+        target_key=target,
+        default_max_length=128,
+        default_vocab_size=32_000,
+        **_TEXT,
+    )
+
+
+REGISTRY: dict[str, DatasetEntry] = {
+    e.name: e
+    for e in (
+        SKLEARN_DIGITS,
+        CIFAR10,
+        IMAGENET2012,
+        DATES,
+        REVERSE,
+        _wmt14("de", "en"),
+        _wmt14("en", "de"),
+    )
+}
 
 
 def get_entry(name: str) -> DatasetEntry:
@@ -128,6 +215,9 @@ def get_entry(name: str) -> DatasetEntry:
     try:
         return REGISTRY[name]
     except KeyError:
+        images = sorted(n for n, e in REGISTRY.items() if e.kind == "image")
+        texts = sorted(n for n, e in REGISTRY.items() if e.kind == "text")
         raise DataConfigError(
-            f"unknown dataset {name!r}; known datasets: {', '.join(sorted(REGISTRY))}"
+            f"unknown dataset {name!r}; known datasets: {', '.join(images)} (images), "
+            f"{', '.join(texts)} (text)"
         ) from None

@@ -17,6 +17,7 @@ import concurrent.futures
 import contextlib
 import fcntl
 import functools
+import importlib
 import logging
 import os
 import sys
@@ -29,11 +30,19 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import constants as tfds_constants
 from tensorflow_datasets.core.utils import tqdm_utils
 
+from attn_jax.data.dates import dates_dataset_builder
 from attn_jax.data.errors import DataConfigError, DatasetNotFoundError
 from attn_jax.data.registry import DatasetEntry, get_entry
+from attn_jax.data.reverse import reverse_dataset_builder
 from attn_jax.data.sklearn_digits import sklearn_digits_dataset_builder
 
-_EMBEDDED_BUILDERS = {"sklearn_digits": sklearn_digits_dataset_builder.Builder}
+_EMBEDDED_BUILDERS = {
+    "sklearn_digits": sklearn_digits_dataset_builder.Builder,
+    "dates": dates_dataset_builder.Builder,
+    "reverse": reverse_dataset_builder.Builder,
+}
+# Catalog builders that tfds does not register on import (its translate datasets).
+_CATALOG_MODULES = {"wmt14_translate/de-en": "tensorflow_datasets.translate.wmt14"}
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> str:
@@ -103,8 +112,9 @@ def _catalog_state(entry: DatasetEntry, data_dir: str) -> str:
     if not builder_dir.is_dir():
         return "missing"
     found = "missing"
+    file_prefix = entry.tfds_name.split("/")[0]  # "wmt14_translate/de-en" -> wmt14_translate-*
     for info in builder_dir.glob("**/dataset_info.json"):
-        if any(info.parent.glob(f"{entry.tfds_name}-*.array_record-*")):
+        if any(info.parent.glob(f"{file_prefix}-*.array_record-*")):
             return "array_record"
         found = "other_format"
     return found
@@ -181,6 +191,8 @@ def open_source(entry: DatasetEntry, split: str, data_dir: str) -> Sequence[dict
         builder = _EMBEDDED_BUILDERS[entry.name](data_dir=data_dir)
         return builder.as_data_source(split=split)
     decoders = {"image": tfds.decode.SkipDecoding()} if entry.decode_with_pil else None
+    if entry.tfds_name in _CATALOG_MODULES:
+        importlib.import_module(_CATALOG_MODULES[entry.tfds_name])
     try:
         with _quiet_tfds():
             return tfds.data_source(

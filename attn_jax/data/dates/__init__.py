@@ -1,0 +1,1 @@
+"""tfds builder folder of the embedded `dates` dataset (see README.md)."""

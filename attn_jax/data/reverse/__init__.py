@@ -1,0 +1,1 @@
+"""tfds builder folder of the embedded `reverse` dataset (see README.md)."""
