@@ -1,5 +1,12 @@
 """Attention mechanisms as pure functions and small Linen modules; nothing here knows training."""
 
+from attn_jax.attention.additive import (
+    AdditiveAttention,
+    additive_attention,
+    additive_scores,
+    masked_softmax,
+    qkv_attention,
+)
 from attn_jax.attention.dot_product import (
     dot_product_attention_weights,
     scaled_dot_product_attention,
@@ -14,6 +21,11 @@ from attn_jax.attention.masks import (
 from attn_jax.attention.multi_head import MultiHeadAttention
 
 __all__ = [
+    "AdditiveAttention",
+    "additive_attention",
+    "additive_scores",
+    "masked_softmax",
+    "qkv_attention",
     "MultiHeadAttention",
     "causal_mask",
     "combine_masks",
