@@ -19,6 +19,7 @@ from attn_jax.attention.masks import (
     padding_mask,
 )
 from attn_jax.attention.multi_head import MultiHeadAttention
+from attn_jax.attention.positional import sinusoidal_position_encoding
 
 __all__ = [
     "AdditiveAttention",
@@ -34,4 +35,5 @@ __all__ = [
     "mask_to_bias",
     "padding_mask",
     "scaled_dot_product_attention",
+    "sinusoidal_position_encoding",
 ]

@@ -9,6 +9,16 @@ The parameter tree is that of `flax.linen.MultiHeadDotProductAttention`: DenseGe
 `query`, `key`, `value` with kernels [D, H, Dh] (the h matrices W_i stacked on the H axis) and
 `out` with kernel [H, Dh, D_out] (W^O with its input split per head), so checkpoints written for
 the Flax module, such as the official JAX ViT weights, load unchanged.
+
+Autoregressive decoding (`decode=True`) keeps keys and values in the flax `'cache'` collection,
+under the names flax's `MultiHeadDotProductAttention(decode=True)` uses (`cached_key`,
+`cached_value`, `cache_index`); the parameter tree does not change. The cache is created by one
+call with the full-length input and `mutable=['cache']` (that call computes ordinary attention);
+every later call appends its n new positions at `cache_index` and attends to all cached positions
+up to its own (the causal mask of sec. 3.2.3, offset by the step). Cross-attention
+(`inputs_kv` given) caches the projected memory instead: K = memory W^K and V = memory W^V are
+computed by the creating call and reused at every step, since the memory does not change while
+decoding.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from attn_jax.attention.dot_product import scaled_dot_product_attention
+from attn_jax.attention.masks import combine_masks
 
 Initializer = Callable[..., jax.Array]
 
@@ -69,7 +80,9 @@ class MultiHeadAttention(nn.Module):
         train: bool = False,
         causal: bool = False,
         sow_weights: bool | None = None,
-    ) -> jax.Array:
+        decode: bool = False,
+        return_weights: bool = False,
+    ) -> jax.Array | tuple[jax.Array, jax.Array]:
         """Attends from `inputs_q` to `inputs_kv` (self-attention when it is None).
 
         Args:
@@ -80,10 +93,15 @@ class MultiHeadAttention(nn.Module):
           train: apply attention dropout (needs the 'dropout' RNG stream).
           causal: query i attends only keys j <= i.
           sow_weights: overrides the module field for this call.
+          decode: use the 'cache' collection (see the module docstring); `causal` is then
+            implied for self-attention once the cache exists, and `mask` must broadcast to
+            [B, H, Tq, cache length].
+          return_weights: also return the attention weights [B, H, Tq, Tk] (explicit path).
 
         Returns:
-          [B, Tq, out_features].
+          [B, Tq, out_features], or (output, float weights [B, H, Tq, Tk]) with `return_weights`.
         """
+        cross = inputs_kv is not None
         inputs_kv = inputs_q if inputs_kv is None else inputs_kv
         qkv_features = self.qkv_features or inputs_q.shape[-1]
         out_features = self.out_features or inputs_q.shape[-1]
@@ -105,8 +123,18 @@ class MultiHeadAttention(nn.Module):
             param_dtype=self.param_dtype,
         )
         q = projection(name="query")(inputs_q)  # [B, Tq, H, Dh]
-        k = projection(name="key")(inputs_kv)  # [B, Tk, H, Dh]
-        v = projection(name="value")(inputs_kv)  # [B, Tk, H, Dh]
+        if decode and cross and self.has_variable("cache", "cached_key"):
+            # The memory's projections were cached by the creating call.
+            k = self.get_variable("cache", "cached_key")
+            v = self.get_variable("cache", "cached_value")
+        else:
+            k = projection(name="key")(inputs_kv)  # [B, Tk, H, Dh]
+            v = projection(name="value")(inputs_kv)  # [B, Tk, H, Dh]
+            if decode and cross:
+                self.variable("cache", "cached_key", lambda: k)
+                self.variable("cache", "cached_value", lambda: v)
+            elif decode:
+                k, v, mask, causal = self._self_attention_cache(q, k, v, mask, causal)
 
         apply_dropout = train and self.dropout_rate > 0.0
         attention_fn = self.attention_fn or scaled_dot_product_attention
@@ -119,17 +147,18 @@ class MultiHeadAttention(nn.Module):
             dropout_rate=self.dropout_rate,
             dropout_rng=self.make_rng("dropout") if apply_dropout else None,
             deterministic=not apply_dropout,
-            return_weights=sow,
+            return_weights=sow or return_weights,
             implementation=self.implementation,
             is_causal=causal,
         )
-        if sow:
+        if sow or return_weights:
             x, weights = result
-            self.sow("intermediates", "attention", weights)
+            if sow:
+                self.sow("intermediates", "attention", weights)
         else:
             x = result
 
-        return nn.DenseGeneral(
+        out = nn.DenseGeneral(
             features=out_features,
             axis=(-2, -1),
             use_bias=self.use_bias,
@@ -139,3 +168,23 @@ class MultiHeadAttention(nn.Module):
             param_dtype=self.param_dtype,
             name="out",
         )(x)
+        return (out, weights) if return_weights else out
+
+    def _self_attention_cache(self, q, k, v, mask, causal):
+        """Writes the new keys/values at `cache_index`; returns what to attend to."""
+        initialized = self.has_variable("cache", "cached_key")
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+        cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+        if not initialized:
+            # The creating call sees the whole (dummy) sequence: plain attention, cache unwritten.
+            return k, v, mask, causal
+        n, length = q.shape[1], cached_key.value.shape[1]
+        i = cache_index.value
+        cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, k, (0, i, 0, 0))
+        cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, v, (0, i, 0, 0))
+        cache_index.value = i + n
+        # New query j sits at position i + j and sees the cached keys 0 .. i + j.
+        allowed = jnp.arange(length)[None, :] <= i + jnp.arange(n)[:, None]  # [n, L]
+        mask = combine_masks(mask, allowed[None, None])
+        return cached_key.value, cached_value.value, mask, False

@@ -235,3 +235,47 @@ def test_attention_fn_hook_is_used(inputs, mha_and_params):
     mha = MultiHeadAttention(num_heads=HEADS, qkv_features=12, out_features=D, attention_fn=spy)
     jax.eval_shape(lambda p, x: mha.apply({"params": p}, x), params, x)
     assert calls == [(B, T, HEADS, 6)]
+
+
+def test_kv_cache_step_by_step_equals_causal_full_pass(inputs, mha_and_params):
+    x, memory = inputs
+    apply, params = mha_and_params
+    mha = MultiHeadAttention(num_heads=HEADS, qkv_features=12, out_features=D)
+    full = apply(params, x, causal=True)
+
+    # The creating call sees the full length; its 'cache' holds no parameters.
+    _, state = mha.apply({"params": params}, x, decode=True, mutable=["cache"])
+    cache = state["cache"]
+    assert set(cache) == {"cached_key", "cached_value", "cache_index"}
+    assert cache["cached_key"].shape == (B, T, HEADS, 6)
+
+    @jax.jit
+    def step(cache, x_t):
+        return mha.apply({"params": params, "cache": cache}, x_t, decode=True, mutable=["cache"])
+
+    outs = []
+    for t in range(T):
+        out, state = step(cache, x[:, t : t + 1])
+        cache = state["cache"]
+        outs.append(out)
+    assert int(cache["cache_index"]) == T
+    np.testing.assert_allclose(jnp.concatenate(outs, axis=1), full, atol=1e-5)
+
+    # Cross-attention caches the projected memory and gives the uncached result at every step.
+    cross = MultiHeadAttention(num_heads=HEADS, qkv_features=12, out_features=D)
+    cross_params = jax.jit(cross.init)(jax.random.key(2), x, memory)["params"]
+    memory_pad = padding_mask(jnp.array([[1, 1, 1, 0], [1, 0, 0, 0]], bool))
+    plain = compiled_apply(cross)(cross_params, x, memory, mask=memory_pad)
+    _, state = cross.apply(
+        {"params": cross_params}, x, memory, mask=memory_pad, decode=True, mutable=["cache"]
+    )
+    out, weights = cross.apply(
+        {"params": cross_params, "cache": state["cache"]},
+        x[:, 2:3],
+        0.0 * memory,  # ignored once cached
+        mask=memory_pad,
+        decode=True,
+        return_weights=True,
+    )
+    np.testing.assert_allclose(out, plain[:, 2:3], atol=1e-5)
+    assert weights.shape == (B, HEADS, 1, TK) and bool(jnp.all(weights[1, :, :, 1:] == 0.0))
