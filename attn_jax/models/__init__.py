@@ -15,6 +15,20 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from attn_jax.models.seq2seq import (
+    BAHDANAU_VARIANTS,
+    SEQ2SEQ_VARIANTS,
+    Seq2Seq,
+    Seq2SeqAttention,
+    bahdanau_kwargs,
+    seq2seq_kwargs,
+)
+from attn_jax.models.transformer import (
+    TRANSFORMER_VARIANTS,
+    Transformer,
+    transformer_kwargs,
+    transformer_param_count,
+)
 from attn_jax.models.vit import VIT_VARIANTS, ViT, patchify, vit_kwargs
 
 
@@ -26,7 +40,12 @@ class ModelEntry:
     decode: Callable[..., dict[str, Any]]
 
 
-MODELS: dict[str, ModelEntry] = {"vit": ModelEntry(ViT, vit_kwargs)}
+MODELS: dict[str, ModelEntry] = {
+    "vit": ModelEntry(ViT, vit_kwargs),
+    "seq2seq": ModelEntry(Seq2Seq, seq2seq_kwargs),
+    "bahdanau": ModelEntry(Seq2SeqAttention, bahdanau_kwargs),
+    "transformer": ModelEntry(Transformer, transformer_kwargs),
+}
 
 
 def _field_names(module: type[nn.Module]) -> tuple[list[str], list[str]]:
@@ -94,7 +113,17 @@ def count_params(params: Any) -> int:
 
 
 __all__ = [
+    "BAHDANAU_VARIANTS",
     "MODELS",
+    "SEQ2SEQ_VARIANTS",
+    "TRANSFORMER_VARIANTS",
+    "Transformer",
+    "Seq2Seq",
+    "Seq2SeqAttention",
+    "bahdanau_kwargs",
+    "seq2seq_kwargs",
+    "transformer_kwargs",
+    "transformer_param_count",
     "VIT_VARIANTS",
     "ModelEntry",
     "ViT",

@@ -6,8 +6,9 @@ import difflib
 from collections.abc import Mapping
 
 from attn_jax.tasks.classification import Classification
+from attn_jax.tasks.seq2seq import Seq2SeqTask
 
-TASKS = {"classification": Classification}
+TASKS = {"classification": Classification, "seq2seq": Seq2SeqTask}
 
 
 def build_task(task_cfg: Mapping, *, num_classes: int):

@@ -43,3 +43,57 @@ def plot_curves(workdir: str | Path, metrics=("accuracy", "loss")) -> list[Path]
         plt.close(fig)
         written.append(path)
     return written
+
+
+def plot_alignments(
+    weights,
+    source: list[str],
+    target: list[str],
+    path: str | Path,
+    *,
+    title: str = "",
+    head_names: list[str] | None = None,
+) -> Path:
+    """Heatmap(s) of attention weights [T, S] (or [H, T, S], one panel per head), target tokens
+    down the side and source tokens along the top, as Bahdanau et al. 2015 (fig. 3) draw them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    w = np.asarray(weights, dtype=np.float32)
+    w = w[None] if w.ndim == 2 else w
+    w = w[:, : len(target), : len(source)]
+    heads = w.shape[0]
+    cols = min(heads, 4)
+    rows = -(-heads // cols)
+    cell = 0.22
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(
+            max(3.0, cell * len(source) + 1.5) * cols,
+            max(2.5, cell * len(target) + 1.5) * rows,
+        ),
+        squeeze=False,
+    )
+    for h in range(rows * cols):
+        ax = axes[h // cols][h % cols]
+        if h >= heads:
+            ax.axis("off")
+            continue
+        ax.imshow(w[h], cmap="gray_r", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(source)), source, fontsize=7)
+        ax.set_yticks(range(len(target)), target, fontsize=7)
+        ax.xaxis.tick_top()
+        if heads > 1:
+            ax.set_xlabel(head_names[h] if head_names else f"head {h}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
