@@ -68,6 +68,7 @@ PEER_OPTIM = [
 def matmul_flops(fn, *args) -> float:
     """FLOPs of the dot_general and convolution equations in fn's jaxpr (1 MAC = 2 FLOP)."""
     import jax
+    import jax.extend
     import numpy as np
 
     def count(jaxpr) -> float:
@@ -84,7 +85,7 @@ def matmul_flops(fn, *args) -> float:
                 dn = eqn.params["dimension_numbers"]
                 out_feat = rhs[dn.rhs_spec[0]]
                 total += 2.0 * np.prod(out) * np.prod(rhs) / out_feat
-            for sub in jax.core.jaxprs_in_params(eqn.params):
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
                 total += count(sub)
         return total
 

@@ -44,6 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
         c.model[field] = ml_collections.config_dict.placeholder(int)
     c.model.dropout_rate = 0.1
     c.model.pool = ml_collections.config_dict.placeholder(str)
+    # None: the official ViT's tanh GELU; false: the exact erf GELU of PyTorch/timm and Keras.
+    c.model.gelu_approximate = ml_collections.config_dict.placeholder(bool)
 
     c.task = ml_collections.ConfigDict()
     c.task.name = "classification"
