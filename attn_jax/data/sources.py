@@ -198,8 +198,9 @@ def open_source(entry: DatasetEntry, split: str, data_dir: str) -> Sequence[dict
             return tfds.data_source(
                 entry.tfds_name, split=split, data_dir=data_dir, download=False, decoders=decoders
             )
-    except (NotImplementedError, AssertionError, FileNotFoundError, OSError) as e:
-        # tfds reports a missing dataset as an unsupported file format, hence our own message.
+    except (RuntimeError, AssertionError, OSError) as e:
+        # tfds reports a missing dataset as an unsupported file format (a RuntimeError subclass)
+        # or a missing file, hence our own message.
         raise _not_found(entry, data_dir) from e
 
 
