@@ -19,10 +19,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.microbatches = 1
     c.eval_batch_size = 500
     c.num_epochs = 0
-    c.total_steps = 3000
+    c.total_steps = 1200
     c.log_every = 50
-    c.eval_every = 1000
-    c.checkpoint_every = 1000
+    c.eval_every = 600
+    c.checkpoint_every = 600
     c.keep_checkpoints = 2
     c.target_metric = "test/exact_match"
     c.target_mode = "max"

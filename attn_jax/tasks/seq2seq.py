@@ -10,6 +10,7 @@ only if every position matches: exact match, overall and per source-length bucke
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -155,12 +156,11 @@ class Seq2SeqTask:
         from attn_jax.train.plots import plot_alignments
 
         inputs = batch["inputs"][:count]
-        tokens, aux = model.apply(
-            {"params": params},
-            inputs,
-            max_length=batch["targets"].shape[1],
-            method="generate",
-        )
+        kwargs = {"max_length": batch["targets"].shape[1]}
+        # Models whose fast path skips the weights (the Transformer) return them on request.
+        if "return_attention" in inspect.signature(type(model).generate).parameters:
+            kwargs["return_attention"] = True
+        tokens, aux = model.apply({"params": params}, inputs, method="generate", **kwargs)
         weights = aux.get("attention") if isinstance(aux, dict) else None
         if weights is None:
             return []
