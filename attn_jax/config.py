@@ -191,3 +191,39 @@ def load_json(path: str | Path) -> ml_collections.ConfigDict:
         return from_json(path.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path} is not valid JSON ({e}); restore it or retrain") from None
+
+
+def run_config(
+    experiment: str,
+    *,
+    batch_size: int,
+    total_steps: int,
+    eval_every: int,
+    target_metric: str,
+    target_mode: str = "max",
+    eval_batch_size: int = 500,
+    log_every: int = 50,
+) -> ml_collections.ConfigDict:
+    """The trainer keys every experiment carries (checkpoint at each evaluation, keep two, one
+    process), so that an experiment file only states its data, model, task and optimizer."""
+    c = ml_collections.ConfigDict()
+    c.experiment = experiment
+    c.seed = 0
+    c.batch_size = batch_size  # global, over all devices and processes
+    c.microbatches = 1
+    c.eval_batch_size = eval_batch_size
+    c.num_epochs = 0
+    c.total_steps = total_steps
+    c.log_every = log_every
+    c.eval_every = eval_every
+    c.checkpoint_every = eval_every
+    c.keep_checkpoints = 2
+    c.target_metric = target_metric
+    c.target_mode = target_mode
+    c.init_from = ""
+    c.plots = True
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.num_processes = 1
+    c.distributed.process_id = 0
+    c.distributed.coordinator_address = "127.0.0.1:12355"
+    return c

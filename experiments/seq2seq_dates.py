@@ -8,26 +8,18 @@ Dates written in 16 human formats ("Monday, 23 November 2026", "11/23/26", ...) 
 
 import ml_collections
 
+from attn_jax.config import run_config
 from attn_jax.data import data_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.experiment = "seq2seq_dates"
-    c.seed = 0
-    c.batch_size = 128
-    c.microbatches = 1
-    c.eval_batch_size = 500
-    c.num_epochs = 0
-    c.total_steps = 1200
-    c.log_every = 50
-    c.eval_every = 600
-    c.checkpoint_every = 600
-    c.keep_checkpoints = 2
-    c.target_metric = "test/exact_match"
-    c.target_mode = "max"
-    c.init_from = ""
-    c.plots = True
+    c = run_config(
+        "seq2seq_dates",
+        batch_size=128,
+        total_steps=1200,
+        eval_every=600,
+        target_metric="test/exact_match",
+    )
 
     c.data = data_config(name="dates")
 
@@ -57,8 +49,4 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.grad_clip_norm = 1.0
     c.optim.grad_accum_steps = 1
 
-    c.distributed = ml_collections.ConfigDict()
-    c.distributed.num_processes = 1
-    c.distributed.process_id = 0
-    c.distributed.coordinator_address = "127.0.0.1:12355"
     return c

@@ -10,26 +10,18 @@ worst. Exact match is reported per source-length bucket.
 
 import ml_collections
 
+from attn_jax.config import run_config
 from attn_jax.data import data_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.experiment = "seq2seq_reverse"
-    c.seed = 0
-    c.batch_size = 64
-    c.microbatches = 1
-    c.eval_batch_size = 500
-    c.num_epochs = 0
-    c.total_steps = 800
-    c.log_every = 50
-    c.eval_every = 400
-    c.checkpoint_every = 400
-    c.keep_checkpoints = 2
-    c.target_metric = "test/exact_match"
-    c.target_mode = "max"
-    c.init_from = ""
-    c.plots = True
+    c = run_config(
+        "seq2seq_reverse",
+        batch_size=64,
+        total_steps=800,
+        eval_every=400,
+        target_metric="test/exact_match",
+    )
 
     c.data = data_config(name="reverse")
 
@@ -59,8 +51,4 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.grad_clip_norm = 1.0
     c.optim.grad_accum_steps = 1
 
-    c.distributed = ml_collections.ConfigDict()
-    c.distributed.num_processes = 1
-    c.distributed.process_id = 0
-    c.distributed.coordinator_address = "127.0.0.1:12355"
     return c

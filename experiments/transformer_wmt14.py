@@ -10,26 +10,18 @@ Needs wmt14_translate/de-en prepared as array_record (README, Real datasets); an
 
 import ml_collections
 
+from attn_jax.config import run_config
 from attn_jax.data import data_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.experiment = "transformer_wmt14"
-    c.seed = 0
-    c.batch_size = 256
-    c.microbatches = 1
-    c.eval_batch_size = 500
-    c.num_epochs = 0
-    c.total_steps = 100000
-    c.log_every = 50
-    c.eval_every = 5000
-    c.checkpoint_every = 5000
-    c.keep_checkpoints = 2
-    c.target_metric = "test/exact_match"
-    c.target_mode = "max"
-    c.init_from = ""
-    c.plots = True
+    c = run_config(
+        "transformer_wmt14",
+        batch_size=256,
+        total_steps=100000,
+        eval_every=5000,
+        target_metric="test/exact_match",
+    )
 
     c.data = data_config(name="wmt14_en_de", max_length=128, vocab_size=37000)
 
@@ -59,8 +51,4 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.grad_clip_norm = ml_collections.config_dict.placeholder(float)
     c.optim.grad_accum_steps = 1
 
-    c.distributed = ml_collections.ConfigDict()
-    c.distributed.num_processes = 1
-    c.distributed.process_id = 0
-    c.distributed.coordinator_address = "127.0.0.1:12355"
     return c
