@@ -64,3 +64,12 @@ class Classification:
     def finalize(sums: dict[str, Any]) -> dict[str, float]:
         count = max(float(sums["count"]), 1.0)
         return {"loss": float(sums["loss"]) / count, "accuracy": float(sums["accuracy"]) / count}
+
+    @staticmethod
+    def plot_examples(model, params, batch: dict[str, Any], vocab, out_dir) -> None:
+        """Figures of where the model attends (kept pixels, glimpse paths, warped inputs), drawn
+        by the model itself when it defines `plot_examples(params, batch, out_dir)`; the loop
+        calls this once after training with a batch of the eval split."""
+        del vocab  # images have none
+        if hasattr(model, "plot_examples"):
+            model.plot_examples(params, batch, out_dir)

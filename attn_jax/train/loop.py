@@ -324,10 +324,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
     writer.close()
     if is_main and config.get("plots", True):
         plot_curves(workdir, getattr(exp.task, "curve_metrics", ("accuracy", "loss")))
-        # Alignment plots run un-jitted on this host; parameters that span processes cannot.
+        # Attention figures run un-jitted on this host; parameters that span processes cannot.
         if hasattr(exp.task, "plot_examples") and jax.process_count() == 1:
             batch = next(iter(_eval_batches(config, eval_split)))
-            vocab = data_lib.get_vocab(config.data)
+            vocab = data_lib.get_vocab(config.data) if exp.spec.kind == "text" else None
             exp.task.plot_examples(exp.model, state.params, batch, vocab, workdir / "plots")
     result = {"step": exp.total_steps, **last_eval}
     result.update({f"train/{k}": v for k, v in last_train.items() if k in ("loss", "accuracy")})
