@@ -5,7 +5,9 @@ Batches hold `inputs` [B, S] and `targets` [B, T] (tokens, EOS, then PAD = 0) an
 source length, for the per-bucket report). The decoder reads BOS followed by the targets shifted
 right (teacher forcing); the loss weighs every target token up to and including EOS. Evaluation
 decodes greedily (or with beam search where the model has it) and counts a sequence as correct
-only if every position matches: exact match, overall and per source-length bucket.
+only if every position matches: exact match, overall and per source-length bucket. With
+`bleu=True` it also reports corpus BLEU of the detokenized decodings against the detokenized
+targets (sacreBLEU's defaults, summed over batches and devices: eval/bleu.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from attn_jax.eval.bleu import NUM_STATS, bleu_from_statistics, bleu_statistics
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -44,6 +48,8 @@ class Seq2SeqTask:
         holds edges[i] <= length < edges[i+1] (e.g. the dataset's `length_buckets`).
       beam_size: decoding beam at evaluation (1 = greedy); models without beam search need 1.
       length_penalty: alpha of the GNMT length penalty, for beam search.
+      bleu: also report corpus BLEU ("bleu", 0..100); the trainer then sets `vocab` (the
+        dataset's, to detokenize) because `needs_vocab` is true.
     """
 
     target_metrics = ("exact_match", "accuracy", "loss")
@@ -56,12 +62,27 @@ class Seq2SeqTask:
         bucket_edges: Sequence[int] = (),
         beam_size: int = 1,
         length_penalty: float = 0.6,
+        bleu: bool = False,
     ):
         self.vocab_size = num_classes
         self.label_smoothing = label_smoothing
         self.bucket_edges = tuple(int(e) for e in bucket_edges)
         self.beam_size = int(beam_size)
         self.length_penalty = float(length_penalty)
+        self.bleu = bool(bleu)
+        self.vocab = None
+
+    @property
+    def needs_vocab(self) -> bool:
+        return self.bleu
+
+    def _bleu_statistics(self, tokens: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        if self.vocab is None:
+            raise ValueError("task.bleu needs the dataset's vocabulary: set task.vocab")
+        decode = self.vocab.decode
+        return bleu_statistics(
+            [decode(list(t)) for t in tokens], [decode(list(t)) for t in targets]
+        )
 
     @staticmethod
     def init_inputs(spec) -> tuple[jax.ShapeDtypeStruct, ...]:
@@ -122,6 +143,17 @@ class Seq2SeqTask:
             "exact_match": exact.sum(),
             "count": mask.sum(),
         }
+        if self.bleu:
+            # Detokenizing and sacreBLEU's tokenizer are string work: done on the host, per
+            # sentence; only the n-gram statistics come back, and they add up like the rest.
+            stats = jax.pure_callback(
+                self._bleu_statistics,
+                jax.ShapeDtypeStruct((tokens.shape[0], NUM_STATS), jnp.float32),
+                tokens,
+                targets,
+                vmap_method="sequential",
+            )
+            sums["bleu_stats"] = (stats * mask[:, None]).sum(0)
         if self.bucket_edges:
             edges = jnp.asarray(self.bucket_edges)
             # -1 below the first edge, n-1 at or above the last: one_hot gives zeros for both.
@@ -140,6 +172,8 @@ class Seq2SeqTask:
             "accuracy": float(sums["accuracy"]) / tokens,
             "exact_match": float(sums["exact_match"]) / count,
         }
+        if "bleu_stats" in sums:
+            out["bleu"] = bleu_from_statistics(np.asarray(sums["bleu_stats"]))
         if "bucket_exact" in sums:
             exact = np.asarray(sums["bucket_exact"])
             counts = np.asarray(sums["bucket_count"])

@@ -69,6 +69,8 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
         make_optimizer(config.optim, 1)
     except (ValueError, TypeError) as e:
         raise config_lib.ConfigError(str(e).splitlines()[0]) from None
+    if getattr(task, "needs_vocab", False):  # e.g. BLEU detokenizes the decodings
+        task.vocab = data_lib.get_vocab(config.data)
     total_steps = config_lib.resolve_total_steps(config, spec.num_examples[config.data.train_split])
     return Experiment(config, spec, model, task, total_steps)
 
