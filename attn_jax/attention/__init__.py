@@ -20,8 +20,18 @@ from attn_jax.attention.masks import (
 )
 from attn_jax.attention.multi_head import MultiHeadAttention
 from attn_jax.attention.positional import sinusoidal_position_encoding
+from attn_jax.attention.spatial_transformer import (
+    affine_grid,
+    affine_pixel_coords,
+    bilinear_sample,
+    spatial_transform,
+)
 
 __all__ = [
+    "affine_grid",
+    "affine_pixel_coords",
+    "bilinear_sample",
+    "spatial_transform",
     "AdditiveAttention",
     "additive_attention",
     "additive_scores",

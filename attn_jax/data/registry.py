@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 
 from attn_jax.data.dates import dates_dataset_builder as _dates
+from attn_jax.data.distorted_digits import distorted_digits_dataset_builder as _distorted
 from attn_jax.data.errors import DataConfigError
 from attn_jax.data.reverse import reverse_dataset_builder as _reverse
 from attn_jax.data.sklearn_digits import sklearn_digits_dataset_builder as _digits
@@ -111,6 +112,22 @@ SKLEARN_DIGITS = DatasetEntry(
     embedded=True,
     augmentation="translate",
     max_shift=1,
+)
+
+# Distorted digits (Jaderberg et al. 2015, sec. 4.1, "RTS"): mean and std over all pixels of the
+# 5,752 training canvases (x / 255), computed from the data (`tests/data` recomputes them); no
+# augmentation (each training digit already comes under TRAIN_COPIES distortions).
+DISTORTED_DIGITS = DatasetEntry(
+    name="distorted_digits",
+    tfds_name="distorted_digits",
+    splits={"train": _distorted.TRAIN_SIZE, "test": _distorted.TEST_SIZE},
+    num_classes=_distorted.NUM_CLASSES,
+    image_shape=_distorted.IMAGE_SHAPE,
+    max_value=float(_distorted.MAX_VALUE),
+    mean=(0.12461592,),
+    std=(0.24980890,),
+    embedded=True,
+    augmentation="none",
 )
 
 CIFAR10 = DatasetEntry(
@@ -199,6 +216,7 @@ REGISTRY: dict[str, DatasetEntry] = {
     e.name: e
     for e in (
         SKLEARN_DIGITS,
+        DISTORTED_DIGITS,
         CIFAR10,
         IMAGENET2012,
         DATES,

@@ -31,6 +31,7 @@ from tensorflow_datasets.core import constants as tfds_constants
 from tensorflow_datasets.core.utils import tqdm_utils
 
 from attn_jax.data.dates import dates_dataset_builder
+from attn_jax.data.distorted_digits import distorted_digits_dataset_builder
 from attn_jax.data.errors import DataConfigError, DatasetNotFoundError
 from attn_jax.data.registry import DatasetEntry, get_entry
 from attn_jax.data.reverse import reverse_dataset_builder
@@ -38,6 +39,7 @@ from attn_jax.data.sklearn_digits import sklearn_digits_dataset_builder
 
 _EMBEDDED_BUILDERS = {
     "sklearn_digits": sklearn_digits_dataset_builder.Builder,
+    "distorted_digits": distorted_digits_dataset_builder.Builder,
     "dates": dates_dataset_builder.Builder,
     "reverse": reverse_dataset_builder.Builder,
 }

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from attn_jax.models.cnn import CNN, MLP, cnn_kwargs, mlp_kwargs
 from attn_jax.models.seq2seq import (
     BAHDANAU_VARIANTS,
     SEQ2SEQ_VARIANTS,
@@ -23,6 +24,7 @@ from attn_jax.models.seq2seq import (
     bahdanau_kwargs,
     seq2seq_kwargs,
 )
+from attn_jax.models.stn import STN, stn_kwargs
 from attn_jax.models.transformer import (
     TRANSFORMER_VARIANTS,
     Transformer,
@@ -42,6 +44,9 @@ class ModelEntry:
 
 MODELS: dict[str, ModelEntry] = {
     "vit": ModelEntry(ViT, vit_kwargs),
+    "cnn": ModelEntry(CNN, cnn_kwargs),
+    "mlp": ModelEntry(MLP, mlp_kwargs),
+    "stn": ModelEntry(STN, stn_kwargs),
     "seq2seq": ModelEntry(Seq2Seq, seq2seq_kwargs),
     "bahdanau": ModelEntry(Seq2SeqAttention, bahdanau_kwargs),
     "transformer": ModelEntry(Transformer, transformer_kwargs),
@@ -113,6 +118,12 @@ def count_params(params: Any) -> int:
 
 
 __all__ = [
+    "CNN",
+    "MLP",
+    "cnn_kwargs",
+    "mlp_kwargs",
+    "STN",
+    "stn_kwargs",
     "BAHDANAU_VARIANTS",
     "MODELS",
     "SEQ2SEQ_VARIANTS",
