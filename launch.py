@@ -5,9 +5,12 @@
   python launch.py eval  --workdir runs/x [--step N | --best]
   python launch.py sweep --config F --sweep config.optim.lr=1e-3,3e-4 [--sweep ...] [--parallel 2]
   python launch.py info  [--config F] [--config.k=v ...]
+  python launch.py run   --config F [--workdir runs/x] [--config.k=v ...]   (no training)
 
 Any config value can be overridden with --config.group.key=value. `train` on a workdir that holds
-checkpoints resumes from the latest one. Each command ends with one JSON line on stdout.
+checkpoints resumes from the latest one. `run` executes an experiment that trains nothing (its
+config names a `program`, e.g. experiments/saliency_photos.py). Each command ends with one JSON
+line on stdout.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="launch.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--verbose", action="store_true", help="keep library log messages")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,sweep,info}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{train,eval,sweep,info,run}"
+    )
     over = "  --config.group.key=value   override any config value (repeatable)"
 
     p = sub.add_parser(
@@ -78,6 +83,15 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
+
+    p = sub.add_parser(
+        "run",
+        help="run an experiment that trains nothing (its config names a `program`)",
+        epilog=over,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", required=True, help="experiment file with a `program` field")
+    p.add_argument("--workdir", help="output directory (default: runs/<experiment>)")
     return parser
 
 
@@ -124,7 +138,12 @@ def main(argv: list[str] | None = None) -> int:
             from attn_jax.train import loop
 
             workdir = Path(args.workdir) if args.workdir else None
-            config = _load(args.config, workdir, overrides)
+            try:
+                config = _load(args.config, workdir, overrides)
+            except UserError as e:
+                from attn_jax.programs import train_error_hint
+
+                raise train_error_hint(e, args.config) from None
             workdir = workdir or Path("runs") / config.get("experiment", "experiment")
             result = loop.train(config, workdir)
             result["workdir"] = str(workdir)
@@ -157,6 +176,13 @@ def main(argv: list[str] | None = None) -> int:
                 "summary": str(out / "summary.csv"),
                 "best": records[0]["run"] if records and records[0]["run"] not in failed else None,
             }
+        elif args.command == "run":
+            from attn_jax import programs
+
+            config = programs.load_program_config(args.config, overrides)
+            workdir = Path(args.workdir) if args.workdir else Path("runs") / config.experiment
+            result = programs.run_program(config, workdir)
+            result["workdir"] = str(workdir)
         else:
             from attn_jax.train import loop
 

@@ -11,6 +11,11 @@ from attn_jax.attention.dot_product import (
     dot_product_attention_weights,
     scaled_dot_product_attention,
 )
+from attn_jax.attention.feature_selection import (
+    FeatureGate,
+    straight_through_top_k,
+    top_k_mask,
+)
 from attn_jax.attention.masks import (
     causal_mask,
     combine_masks,
@@ -20,6 +25,12 @@ from attn_jax.attention.masks import (
 )
 from attn_jax.attention.multi_head import MultiHeadAttention
 from attn_jax.attention.positional import sinusoidal_position_encoding
+from attn_jax.attention.saliency import (
+    gaussian_pyramid,
+    itti_koch_saliency,
+    itti_koch_saliency_jit,
+    normalize_map,
+)
 from attn_jax.attention.spatial_transformer import (
     affine_grid,
     affine_pixel_coords,
@@ -32,6 +43,13 @@ __all__ = [
     "affine_pixel_coords",
     "bilinear_sample",
     "spatial_transform",
+    "FeatureGate",
+    "straight_through_top_k",
+    "top_k_mask",
+    "gaussian_pyramid",
+    "itti_koch_saliency",
+    "itti_koch_saliency_jit",
+    "normalize_map",
     "AdditiveAttention",
     "additive_attention",
     "additive_scores",

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from attn_jax.models.cnn import CNN, MLP, cnn_kwargs, mlp_kwargs
+from attn_jax.models.feature_select import FeatureSelectMLP, feature_select_kwargs
 from attn_jax.models.seq2seq import (
     BAHDANAU_VARIANTS,
     SEQ2SEQ_VARIANTS,
@@ -50,6 +51,7 @@ MODELS: dict[str, ModelEntry] = {
     "seq2seq": ModelEntry(Seq2Seq, seq2seq_kwargs),
     "bahdanau": ModelEntry(Seq2SeqAttention, bahdanau_kwargs),
     "transformer": ModelEntry(Transformer, transformer_kwargs),
+    "feature_select": ModelEntry(FeatureSelectMLP, feature_select_kwargs),
 }
 
 
@@ -118,6 +120,8 @@ def count_params(params: Any) -> int:
 
 
 __all__ = [
+    "FeatureSelectMLP",
+    "feature_select_kwargs",
     "CNN",
     "MLP",
     "cnn_kwargs",
