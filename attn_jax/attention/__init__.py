@@ -1,5 +1,6 @@
 """Attention mechanisms as pure functions and small Linen modules; nothing here knows training."""
 
+from attn_jax.attention.aaconv import AttentionAugmentedConv, rel_to_abs, relative_logits_2d
 from attn_jax.attention.additive import (
     AdditiveAttention,
     additive_attention,
@@ -7,6 +8,7 @@ from attn_jax.attention.additive import (
     masked_softmax,
     qkv_attention,
 )
+from attn_jax.attention.channel import SqueezeExcitation, excite, squeeze
 from attn_jax.attention.dot_product import (
     dot_product_attention_weights,
     scaled_dot_product_attention,
@@ -24,6 +26,7 @@ from attn_jax.attention.masks import (
     padding_mask,
 )
 from attn_jax.attention.multi_head import MultiHeadAttention
+from attn_jax.attention.non_local import NON_LOCAL_MODES, NonLocalBlock, non_local_weights
 from attn_jax.attention.positional import sinusoidal_position_encoding
 from attn_jax.attention.saliency import (
     gaussian_pyramid,
@@ -50,6 +53,15 @@ __all__ = [
     "itti_koch_saliency",
     "itti_koch_saliency_jit",
     "normalize_map",
+    "AttentionAugmentedConv",
+    "rel_to_abs",
+    "relative_logits_2d",
+    "SqueezeExcitation",
+    "excite",
+    "squeeze",
+    "NON_LOCAL_MODES",
+    "NonLocalBlock",
+    "non_local_weights",
     "AdditiveAttention",
     "additive_attention",
     "additive_scores",

@@ -17,6 +17,7 @@ import numpy as np
 
 from attn_jax.models.cnn import CNN, MLP, cnn_kwargs, mlp_kwargs
 from attn_jax.models.feature_select import FeatureSelectMLP, feature_select_kwargs
+from attn_jax.models.resnet import RESNET_VARIANTS, ResNet, resnet_kwargs
 from attn_jax.models.seq2seq import (
     BAHDANAU_VARIANTS,
     SEQ2SEQ_VARIANTS,
@@ -51,6 +52,7 @@ MODELS: dict[str, ModelEntry] = {
     "seq2seq": ModelEntry(Seq2Seq, seq2seq_kwargs),
     "bahdanau": ModelEntry(Seq2SeqAttention, bahdanau_kwargs),
     "transformer": ModelEntry(Transformer, transformer_kwargs),
+    "resnet": ModelEntry(ResNet, resnet_kwargs),
     "feature_select": ModelEntry(FeatureSelectMLP, feature_select_kwargs),
 }
 
@@ -141,6 +143,9 @@ __all__ = [
     "transformer_param_count",
     "VIT_VARIANTS",
     "ModelEntry",
+    "RESNET_VARIANTS",
+    "ResNet",
+    "resnet_kwargs",
     "ViT",
     "build_model",
     "count_params",

@@ -1,0 +1,564 @@
+"""Residual networks and their attention variants, as one configurable ResNet.
+
+He, Zhang, Ren, Sun 2016, "Deep Residual Learning for Image Recognition" (CVPR 2016):
+  sec. 3.2, eq. 1:  y = F(x, {W_i}) + x                 identity shortcut
+  sec. 3.2, eq. 2:  y = F(x, {W_i}) + W_s x             projection shortcut (option B: 1x1 conv +
+                                                        norm where the shape changes)
+  Table 1:          stems, basic (two 3x3) and bottleneck (1x1, 3x3, 1x1 with 4x expansion)
+                    blocks, stage depths of ResNet-18/34/50/101/152.
+  sec. 4.2:         the CIFAR form: a 3x3 stem convolution with no max-pooling (`stem="small"`),
+                    which the 8x8 digits need.
+The stride of a downsampling bottleneck sits on its 3x3 convolution (the "v1.5" placement of
+torchvision and most reimplementations; the paper's original puts it on the first 1x1); the
+parameter count is the same either way.
+
+Attention variants, all options of the same network so that experiments differ in one field:
+  * `block_attention="se"`: a squeeze-and-excitation block (Hu et al. 2018, "Squeeze-and-Excitation
+    Networks", eqs. 2-4, Fig. 3) on each residual branch after its last normalisation and before the
+    addition: x_out = ReLU(SE(F(x)) + shortcut).
+  * `non_local_stages`: a non-local block (Wang et al. 2018, "Non-local Neural Networks", eqs. 1-6)
+    right before the last residual block of each listed stage, the placement of the paper's
+    single-block ablation (Table 2a: before the last block of res4, i.e. stage 3 here).
+  * `aa_stages`: every 3x3 convolution of the listed stages' blocks becomes an attention-augmented
+    convolution (Bello et al. 2019, "Attention Augmented Convolutional Networks", eq. 5) with
+    d_k = kappa F_out and d_v = upsilon F_out (rounded down to multiples of the heads).
+Stages are numbered from 1 (torchvision's layer1..layer4, the paper's conv2_x..conv5_x).
+
+Normalisation: the trainer keeps no mutable `batch_stats`, so the norm layer is a factory chosen by
+`norm`: "group" (Wu & He 2018, "Group Normalization", stateless, the default for training here),
+"frozen_batch" (a batch norm with fixed statistics, as DETR's backbone uses: y = (x - mean) /
+sqrt(var + eps) * scale + bias with mean/var read from the 'batch_stats' collection when one is
+supplied, e.g. by a checkpoint converter, and an affine layer otherwise) or "none". Each carries one
+scale and one bias per channel, so the parameter counts are those of the batch-norm ResNets:
+ResNet-50 has 25,557,032 parameters at 1000 classes (`PUBLISHED_PARAMS`, asserted in the tests).
+
+The model returns (logits, aux) with aux["stem"], aux["stage1"]..aux["stageN"] (the feature maps a
+detection or segmentation head reads) and aux["pre_logits"] (the pooled features).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attn_jax.attention.aaconv import AttentionAugmentedConv
+from attn_jax.attention.channel import SqueezeExcitation
+from attn_jax.attention.non_local import NON_LOCAL_MODES, NonLocalBlock
+
+BLOCKS = ("basic", "bottleneck")
+STEMS = ("imagenet", "small")
+NORMS = ("group", "frozen_batch", "none")
+BLOCK_ATTENTIONS = (None, "se")
+
+# He et al. 2016, Table 1 (ResNet-*); Hu et al. 2018, Table 14 (SE-ResNet-50).
+RESNET_VARIANTS: dict[str, dict[str, Any]] = {
+    "resnet18": dict(block="basic", stage_sizes=(2, 2, 2, 2)),
+    "resnet34": dict(block="basic", stage_sizes=(3, 4, 6, 3)),
+    "resnet50": dict(block="bottleneck", stage_sizes=(3, 4, 6, 3)),
+    "resnet101": dict(block="bottleneck", stage_sizes=(3, 4, 23, 3)),
+    "resnet152": dict(block="bottleneck", stage_sizes=(3, 8, 36, 3)),
+    "se_resnet50": dict(block="bottleneck", stage_sizes=(3, 4, 6, 3), block_attention="se"),
+    # The digits experiments: 8x8 inputs, three basic stages at 8x8, 4x4 and 2x2.
+    "digits": dict(block="basic", stage_sizes=(2, 2, 2), width=32, stem="small"),
+}
+
+# Trainable parameters at 1000 classes and 224x224 inputs: torchvision's counts of the batch-norm
+# ResNets, and 28,088,024 for SE-ResNet-50 (ResNet-50 + 16 SE blocks with biases, r = 16).
+PUBLISHED_PARAMS: dict[str, int] = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+    "se_resnet50": 28_088_024,
+}
+
+
+class GroupNorm(nn.Module):
+    """Group normalisation over [B, ..., C] with gcd(groups, C) groups, so that any width works.
+
+    Attributes:
+      groups: the wanted number of groups (32 in Wu & He 2018).
+      epsilon: added to the variance.
+      scale_init: initialiser of the per-channel scale (zeros to start a branch at zero).
+    """
+
+    groups: int = 32
+    epsilon: float = 1e-5
+    scale_init: Callable[..., jax.Array] = nn.initializers.ones_init()
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        groups = math.gcd(self.groups, channels)
+        xf = x.astype(jnp.float32).reshape(*x.shape[:-1], groups, channels // groups)
+        axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)  # spatial axes and the in-group channels
+        mean = jnp.mean(xf, axis=axes, keepdims=True)
+        var = jnp.var(xf, axis=axes, keepdims=True)
+        y = ((xf - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+        scale = self.param("scale", self.scale_init, (channels,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros_init(), (channels,), self.param_dtype)
+        return (y * scale + bias).astype(self.dtype or x.dtype)
+
+
+class FrozenBatchNorm(nn.Module):
+    """Batch norm with fixed statistics: (x - mean) / sqrt(var + eps) * scale + bias.
+
+    mean and var are read from the 'batch_stats' collection when the caller supplies one (a
+    converted checkpoint); without it the layer is the affine map x * scale + bias.
+    """
+
+    epsilon: float = 1e-5
+    scale_init: Callable[..., jax.Array] = nn.initializers.ones_init()
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        scale = self.param("scale", self.scale_init, (channels,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros_init(), (channels,), self.param_dtype)
+        y = x.astype(jnp.float32)
+        if self.has_variable("batch_stats", "mean"):
+            mean = self.get_variable("batch_stats", "mean")
+            var = self.get_variable("batch_stats", "var")
+            y = (y - mean) * jax.lax.rsqrt(var + self.epsilon)
+        return (y * scale + bias).astype(self.dtype or x.dtype)
+
+
+def make_norm(
+    kind: str,
+    *,
+    groups: int = 32,
+    epsilon: float = 1e-5,
+    dtype: Any = None,
+    param_dtype=jnp.float32,
+) -> Callable[..., nn.Module]:
+    """A norm-layer factory `norm(name=..., scale_init=...)` for the blocks (see the module doc).
+
+    Raises:
+      ValueError: unknown kind.
+    """
+    if kind == "group":
+        return functools.partial(
+            GroupNorm, groups=groups, epsilon=epsilon, dtype=dtype, param_dtype=param_dtype
+        )
+    if kind == "frozen_batch":
+        return functools.partial(
+            FrozenBatchNorm, epsilon=epsilon, dtype=dtype, param_dtype=param_dtype
+        )
+    if kind == "none":
+        return lambda name=None, scale_init=None: lambda x: x  # noqa: ARG005
+    raise ValueError(f"unknown norm {kind!r}; valid norms: {list(NORMS)}")
+
+
+class ResidualBlock(nn.Module):
+    """A basic or bottleneck residual block (He et al. 2016, Fig. 5), optionally with SE on the
+    residual branch and attention-augmented 3x3 convolutions.
+
+    Attributes:
+      features: the 3x3 width (output = features, or 4 x features for a bottleneck).
+      block: "basic" or "bottleneck".
+      strides: the block's downsampling stride (on the 3x3 convolution).
+      norm: the norm factory.
+      zero_init_residual: start the branch's last norm scale at zero (the block starts as identity).
+      attention: None or "se".
+      se_reduction: SE's r.
+      aa: None, or AttentionAugmentedConv kwargs beyond features/strides (key/value fractions).
+    """
+
+    features: int
+    block: str = "basic"
+    strides: int = 1
+    norm: Callable[..., nn.Module] = GroupNorm
+    zero_init_residual: bool = False
+    attention: str | None = None
+    se_reduction: int = 16
+    aa: dict[str, Any] | None = None
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    def _conv3x3(self, features: int, strides: int, name: str) -> Callable[[jax.Array], jax.Array]:
+        if self.aa is None:
+            return nn.Conv(
+                features,
+                (3, 3),
+                strides=strides,
+                padding="SAME",
+                use_bias=False,
+                kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=name,
+            )
+        heads = self.aa["num_heads"]
+        round_down = lambda n: (int(n * features) // heads) * heads  # noqa: E731
+        return AttentionAugmentedConv(
+            features,
+            key_dim=max(round_down(self.aa["key_fraction"]), heads),
+            value_dim=max(round_down(self.aa["value_fraction"]), heads),
+            num_heads=heads,
+            strides=(strides, strides),
+            relative=self.aa["relative"],
+            kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name=name,
+        )
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        conv = functools.partial(
+            nn.Conv,
+            use_bias=False,
+            padding="SAME",
+            kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        last_scale = (
+            nn.initializers.zeros_init() if self.zero_init_residual else nn.initializers.ones_init()
+        )
+        if self.block == "basic":
+            out_features = self.features
+            y = self._conv3x3(self.features, self.strides, "conv1")(x)
+            y = nn.relu(self.norm(name="norm1")(y))
+            y = self._conv3x3(self.features, 1, "conv2")(y)
+            y = self.norm(name="norm2", scale_init=last_scale)(y)
+        else:
+            out_features = 4 * self.features
+            y = conv(self.features, (1, 1), name="conv1")(x)
+            y = nn.relu(self.norm(name="norm1")(y))
+            y = self._conv3x3(self.features, self.strides, "conv2")(y)
+            y = nn.relu(self.norm(name="norm2")(y))
+            y = conv(out_features, (1, 1), name="conv3")(y)
+            y = self.norm(name="norm3", scale_init=last_scale)(y)
+        if self.attention == "se":
+            # Hu et al. Fig. 3: on the residual branch, before the identity is added.
+            y = SqueezeExcitation(
+                reduction=self.se_reduction,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name="se",
+            )(y)
+        shortcut = x
+        if x.shape[-1] != out_features or self.strides != 1:
+            shortcut = conv(out_features, (1, 1), strides=self.strides, name="shortcut_conv")(x)
+            shortcut = self.norm(name="shortcut_norm")(shortcut)
+        return nn.relu(y + shortcut)  # eq. 1 / eq. 2
+
+
+class ResNet(nn.Module):
+    """ResNet classifier (He et al. 2016) with optional SE, non-local and AA-conv; returns
+    (logits, aux).
+
+    Attributes:
+      num_classes: output classes (required with `include_head`).
+      stage_sizes: blocks per stage (Table 1); the width doubles and the map halves per stage.
+      block: "basic" or "bottleneck".
+      width: channels of the stem and of the first stage's 3x3 convolutions (64 in the paper).
+      stem: "imagenet" (7x7/2 convolution and 3x3/2 max-pool) or "small" (one 3x3/1 convolution,
+        no pooling: the CIFAR form for small images).
+      norm: "group", "frozen_batch" or "none" (module doc).
+      norm_groups: groups of the group norm (gcd with the channels is taken).
+      norm_epsilon: epsilon of the norms.
+      zero_init_residual: start each block's last norm scale at zero.
+      block_attention: None or "se" (an SE block in every residual block).
+      se_reduction: SE's r.
+      non_local_stages: stages (from 1) that get a non-local block before their last block.
+      non_local_mode: the non-local pairwise function (`NON_LOCAL_MODES`).
+      non_local_subsample: max-pool phi and g by 2 (sec. 3.3 of Wang et al.).
+      non_local_scale_logits: scale the embedded-Gaussian logits by inner_dim^-0.5.
+      aa_stages: stages (from 1) whose 3x3 convolutions are attention-augmented.
+      aa_key_fraction: kappa = d_k / F_out.
+      aa_value_fraction: upsilon = d_v / F_out.
+      aa_heads: N_h.
+      aa_relative: use the 2D relative position logits.
+      include_head: add the classifier; False returns the pooled features as the output.
+      dtype: computation dtype.
+      param_dtype: parameter dtype.
+    """
+
+    num_classes: int | None = None
+    stage_sizes: tuple[int, ...] = (3, 4, 6, 3)
+    block: str = "bottleneck"
+    width: int = 64
+    stem: str = "imagenet"
+    norm: str = "group"
+    norm_groups: int = 32
+    norm_epsilon: float = 1e-5
+    zero_init_residual: bool = False
+    block_attention: str | None = None
+    se_reduction: int = 16
+    non_local_stages: tuple[int, ...] = ()
+    non_local_mode: str = "embedded_gaussian"
+    non_local_subsample: bool = True
+    non_local_scale_logits: bool = False
+    aa_stages: tuple[int, ...] = ()
+    aa_key_fraction: float = 0.4
+    aa_value_fraction: float = 0.2
+    aa_heads: int = 8
+    aa_relative: bool = True
+    include_head: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        # Checked at construction, so that a bad config fails while it is read.
+        for field, value, allowed in (
+            ("block", self.block, BLOCKS),
+            ("stem", self.stem, STEMS),
+            ("norm", self.norm, NORMS),
+            ("block_attention", self.block_attention, BLOCK_ATTENTIONS),
+            ("non_local_mode", self.non_local_mode, NON_LOCAL_MODES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"ResNet {field}={value!r} is not one of {list(allowed)}")
+        if self.include_head and not self.num_classes:
+            raise ValueError("ResNet needs num_classes (or include_head=False for a backbone)")
+        n = len(self.stage_sizes)
+        for field in ("non_local_stages", "aa_stages"):
+            bad = [s for s in getattr(self, field) if not 1 <= s <= n]
+            if bad:
+                raise ValueError(
+                    f"ResNet {field} {list(bad)} out of range: stages are numbered 1..{n}"
+                )
+        if not 0 < self.aa_value_fraction < 1 or self.aa_key_fraction <= 0:
+            raise ValueError(
+                "ResNet aa_value_fraction must be in (0, 1) and aa_key_fraction > 0; got "
+                f"{self.aa_value_fraction}, {self.aa_key_fraction}"
+            )
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(
+        self, images: jax.Array, *, train: bool = False
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Classifies a batch of images.
+
+        Args:
+          images: float [B, H, W, C].
+          train: unused (no dropout, stateless norms); kept for the trainer's signature.
+
+        Returns:
+          (logits [B, num_classes], aux) with the stem and stage feature maps and "pre_logits";
+          with include_head=False the output is the pooled features [B, C_last].
+        """
+        del train
+        if images.ndim != 4:
+            raise ValueError(
+                f"ResNet expects images [B, H, W, C]; got shape {images.shape} (add a channel axis)"
+            )
+        norm = make_norm(
+            self.norm,
+            groups=self.norm_groups,
+            epsilon=self.norm_epsilon,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+        aux: dict[str, jax.Array] = {}
+        if self.stem == "imagenet":
+            x = nn.Conv(
+                self.width,
+                (7, 7),
+                strides=2,
+                padding=[(3, 3), (3, 3)],
+                use_bias=False,
+                kernel_init=kernel_init,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name="stem_conv",
+            )(images)
+            x = nn.relu(norm(name="stem_norm")(x))
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
+        else:
+            x = nn.Conv(
+                self.width,
+                (3, 3),
+                padding="SAME",
+                use_bias=False,
+                kernel_init=kernel_init,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name="stem_conv",
+            )(images)
+            x = nn.relu(norm(name="stem_norm")(x))
+        aux["stem"] = x
+
+        aa = dict(
+            key_fraction=self.aa_key_fraction,
+            value_fraction=self.aa_value_fraction,
+            num_heads=self.aa_heads,
+            relative=self.aa_relative,
+        )
+        for s, num_blocks in enumerate(self.stage_sizes, start=1):
+            for i in range(num_blocks):
+                if s in self.non_local_stages and i == num_blocks - 1:
+                    x = NonLocalBlock(
+                        mode=self.non_local_mode,
+                        subsample=self.non_local_subsample,
+                        scale_logits=self.non_local_scale_logits,
+                        # Without a norm, W_z itself starts at zero: still the identity at init.
+                        norm=None if self.norm == "none" else norm,
+                        dtype=self.dtype,
+                        param_dtype=self.param_dtype,
+                        name=f"stage{s}_non_local",
+                    )(x)
+                x = ResidualBlock(
+                    features=self.width * 2 ** (s - 1),
+                    block=self.block,
+                    strides=2 if (i == 0 and s > 1) else 1,
+                    norm=norm,
+                    zero_init_residual=self.zero_init_residual,
+                    attention=self.block_attention,
+                    se_reduction=self.se_reduction,
+                    aa=aa if s in self.aa_stages else None,
+                    dtype=self.dtype,
+                    param_dtype=self.param_dtype,
+                    name=f"stage{s}_block{i}",
+                )(x)
+            aux[f"stage{s}"] = x
+
+        x = jnp.mean(x, axis=(1, 2))  # global average pooling
+        aux["pre_logits"] = x
+        if not self.include_head:
+            return x, aux
+        logits = nn.Dense(
+            self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="head"
+        )(x)
+        return logits, aux
+
+    def plot_examples(self, params: Any, batch: dict[str, Any], out_dir: str | Path) -> None:
+        """Draws what the attention variants attend to into `out_dir` (called after training).
+
+        Writes `non_local_attention.png` (each non-local block's weights for a few query pixels),
+        `aaconv_attention.png` (the first AA-conv layer's head-averaged weights for the same
+        queries) and `se_excitation.png` (mean SE gate per class and channel in each stage's last
+        block, the paper's Fig. 6); a plain ResNet draws nothing.
+        """
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        images = np.asarray(batch["image"])[:64]
+        labels = np.asarray(batch["label"])[:64]
+        # One compiled forward pass: op by op, the many small attention ops each compile alone.
+        forward = jax.jit(lambda p, x: self.apply({"params": p}, x, mutable=["intermediates"]))
+        _, state = forward(params, images)
+        inter = state.get("intermediates", {})
+        flat: dict[str, np.ndarray] = {}  # "stage2_block0/conv1/attention" -> first sown value
+
+        def collect(tree: Any, prefix: str) -> None:
+            for key, value in tree.items():
+                if isinstance(value, tuple):
+                    flat[prefix + key] = np.asarray(value[0])
+                else:
+                    collect(value, prefix + key + "/")
+
+        collect(inter, "")
+        h, w = images.shape[1:3]
+        queries = [(h // 4, w // 4), (h // 2, w // 2), (3 * h // 4, 3 * w // 4)]
+
+        def attention_figure(name: str, maps: list[tuple[str, np.ndarray]], n_images: int = 4):
+            fig, axes = plt.subplots(
+                n_images,
+                1 + len(maps) * len(queries),
+                figsize=(2 + 2 * len(maps) * 3, 2 * n_images),
+                squeeze=False,
+            )
+            for r in range(n_images):
+                axes[r, 0].imshow(images[r, ..., 0], cmap="gray")
+                axes[r, 0].set_title(f"label {labels[r]}", fontsize=8)
+                col = 1
+                for title, weights in maps:  # weights [B, Nq, Nk] on grids gq x gq -> gk x gk
+                    gq = int(round(math.sqrt(weights.shape[1])))
+                    gk = int(round(math.sqrt(weights.shape[2])))
+                    for qy, qx in queries:
+                        iy, ix = qy * gq // h, qx * gq // w
+                        m = weights[r, iy * gq + ix].reshape(gk, gk)
+                        axes[r, col].imshow(m, cmap="viridis")
+                        axes[r, col].scatter([ix * gk / gq], [iy * gk / gq], c="red", s=12)
+                        axes[r, col].set_title(f"{title} q=({iy},{ix})", fontsize=7)
+                        col += 1
+            for ax in axes.flat:
+                ax.axis("off")
+            fig.tight_layout()
+            fig.savefig(out_dir / name, dpi=80)
+            plt.close(fig)
+
+        non_local = [
+            (k.split("/")[0], v)
+            for k, v in flat.items()
+            if "_non_local" in k and k.endswith("attention")
+        ]
+        if non_local:
+            attention_figure("non_local_attention.png", non_local)
+        aaconv = [
+            ("/".join(k.split("/")[:2]), v.mean(axis=1))
+            for k, v in flat.items()
+            if "_block" in k and k.endswith("attention")
+        ]
+        if aaconv:
+            attention_figure("aaconv_attention.png", aaconv[:1])
+        se = {k.split("/")[0]: v for k, v in flat.items() if k.endswith("excitation")}
+        if se:
+            last_blocks = {
+                f"stage{s}_block{n - 1}" for s, n in enumerate(self.stage_sizes, start=1)
+            }
+            last = [k for k in se if k in last_blocks]
+            fig, axes = plt.subplots(1, len(last), figsize=(4 * len(last), 3), squeeze=False)
+            classes = np.unique(labels)
+            for ax, key in zip(axes[0], last, strict=True):
+                gates = se[key]  # [B, C]
+                for c in classes:
+                    ax.plot(gates[labels == c].mean(0), lw=0.8, label=str(c))
+                ax.set_title(key, fontsize=8)
+                ax.set_xlabel("channel")
+                ax.set_ylabel("mean excitation")
+            axes[0, -1].legend(fontsize=6, ncol=2)
+            fig.tight_layout()
+            fig.savefig(out_dir / "se_excitation.png", dpi=80)
+            plt.close(fig)
+
+
+def resnet_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
+    """ResNet constructor kwargs of a variant, with the non-None `overrides` taking precedence.
+
+    Args:
+      variant: a name in `RESNET_VARIANTS`, or None to take every field from `overrides`.
+      **overrides: ResNet fields; None values are ignored.
+
+    Returns:
+      a new dict of ResNet fields.
+
+    Raises:
+      ValueError: unknown variant.
+    """
+    kwargs: dict[str, Any] = {}
+    if variant is not None:
+        if variant not in RESNET_VARIANTS:
+            raise ValueError(
+                f"unknown ResNet variant {variant!r}; valid: {sorted(RESNET_VARIANTS)}"
+            )
+        kwargs.update(RESNET_VARIANTS[variant])
+    # block_attention=None is a real choice, but None also means "unset" in configs: "none" spells
+    # the plain block explicitly.
+    if overrides.get("block_attention") == "none":
+        overrides["block_attention"] = None
+        kwargs["block_attention"] = None
+    kwargs.update({k: v for k, v in overrides.items() if v is not None})
+    return kwargs

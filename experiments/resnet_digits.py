@@ -1,0 +1,68 @@
+"""A small ResNet (He et al. 2016) on scikit-learn's 8x8 handwritten digits: the plain baseline of
+the four convolutional attention experiments (se_resnet_digits, nonlocal_digits, aaconv_digits),
+which change one model field each and keep this budget.
+
+The "digits" preset: the CIFAR-style stem (one 3x3 convolution, no max-pool, sec. 4.2 of the paper)
+and three stages of two basic blocks, widths 32/64/128 on 8x8, 4x4 and 2x2 maps; group norm with 8
+groups (the trainer keeps no batch statistics; see attn_jax/models/resnet.py).
+
+  python launch.py train --config experiments/resnet_digits.py --workdir runs/resnet_digits
+"""
+
+import ml_collections
+
+from attn_jax.config import run_config
+from attn_jax.data import data_config
+
+
+def model_config() -> ml_collections.ConfigDict:
+    """The ResNet shared by the four digits experiments; each variant sets one more field."""
+    m = ml_collections.ConfigDict()
+    m.name = "resnet"
+    m.variant = "digits"
+    m.num_classes = ml_collections.config_dict.placeholder(int)  # None: from the dataset
+    m.stage_sizes = (2, 2, 2)
+    m.width = 32
+    m.norm = "group"
+    m.norm_groups = 8
+    m.zero_init_residual = True
+    # The attention options, off here, so that each can be switched on from the command line.
+    m.block_attention = "none"  # or "se"
+    m.se_reduction = 8
+    m.non_local_stages = ()
+    m.non_local_mode = "embedded_gaussian"
+    m.non_local_subsample = False
+    m.aa_stages = ()
+    m.aa_key_fraction = 0.5
+    m.aa_value_fraction = 0.25
+    m.aa_heads = 4
+    return m
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = run_config(
+        "resnet_digits",
+        batch_size=64,
+        total_steps=1500,
+        eval_every=500,
+        target_metric="test/accuracy",
+    )
+    c.data = data_config(name="sklearn_digits", augment=True)
+    c.model = model_config()
+
+    c.task = ml_collections.ConfigDict()
+    c.task.name = "classification"
+    c.task.label_smoothing = 0.1
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adamw"
+    c.optim.lr = 2e-3
+    c.optim.weight_decay = 0.05
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.schedule = "cosine"
+    c.optim.warmup_steps = 100
+    c.optim.end_lr_factor = 0.0
+    c.optim.grad_clip_norm = 1.0
+    c.optim.grad_accum_steps = 1
+    return c
