@@ -18,6 +18,7 @@ from attn_jax.attention.feature_selection import (
     straight_through_top_k,
     top_k_mask,
 )
+from attn_jax.attention.glimpse import glimpse_boxes, glimpse_sensor, patch_sides
 from attn_jax.attention.masks import (
     causal_mask,
     combine_masks,
@@ -62,6 +63,9 @@ __all__ = [
     "NON_LOCAL_MODES",
     "NonLocalBlock",
     "non_local_weights",
+    "glimpse_boxes",
+    "glimpse_sensor",
+    "patch_sides",
     "AdditiveAttention",
     "additive_attention",
     "additive_scores",

@@ -32,6 +32,7 @@ from attn_jax.data.distorted_digits import distorted_digits_dataset_builder as _
 from attn_jax.data.errors import DataConfigError
 from attn_jax.data.reverse import reverse_dataset_builder as _reverse
 from attn_jax.data.sklearn_digits import sklearn_digits_dataset_builder as _digits
+from attn_jax.data.translated_digits import translated_digits_dataset_builder as _translated
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +113,22 @@ SKLEARN_DIGITS = DatasetEntry(
     embedded=True,
     augmentation="translate",
     max_shift=1,
+)
+
+# Translated digits (Mnih et al. 2014, sec. 4.1): mean and std over all pixels of the 5,752
+# training canvases (x / 16), computed from the data (`tests/data` recomputes them); no
+# augmentation (each training digit already comes at TRAIN_COPIES positions).
+TRANSLATED_DIGITS = DatasetEntry(
+    name="translated_digits",
+    tfds_name="translated_digits",
+    splits={"train": _translated.TRAIN_SIZE, "test": _translated.TEST_SIZE},
+    num_classes=_translated.NUM_CLASSES,
+    image_shape=_translated.IMAGE_SHAPE,
+    max_value=float(_translated.MAX_VALUE),
+    mean=(0.07645167,),
+    std=(0.23013425,),
+    embedded=True,
+    augmentation="none",
 )
 
 # Distorted digits (Jaderberg et al. 2015, sec. 4.1, "RTS"): mean and std over all pixels of the
@@ -216,6 +233,7 @@ REGISTRY: dict[str, DatasetEntry] = {
     e.name: e
     for e in (
         SKLEARN_DIGITS,
+        TRANSLATED_DIGITS,
         DISTORTED_DIGITS,
         CIFAR10,
         IMAGENET2012,

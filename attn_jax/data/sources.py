@@ -36,9 +36,11 @@ from attn_jax.data.errors import DataConfigError, DatasetNotFoundError
 from attn_jax.data.registry import DatasetEntry, get_entry
 from attn_jax.data.reverse import reverse_dataset_builder
 from attn_jax.data.sklearn_digits import sklearn_digits_dataset_builder
+from attn_jax.data.translated_digits import translated_digits_dataset_builder
 
 _EMBEDDED_BUILDERS = {
     "sklearn_digits": sklearn_digits_dataset_builder.Builder,
+    "translated_digits": translated_digits_dataset_builder.Builder,
     "distorted_digits": distorted_digits_dataset_builder.Builder,
     "dates": dates_dataset_builder.Builder,
     "reverse": reverse_dataset_builder.Builder,

@@ -17,6 +17,7 @@ import numpy as np
 
 from attn_jax.models.cnn import CNN, MLP, cnn_kwargs, mlp_kwargs
 from attn_jax.models.feature_select import FeatureSelectMLP, feature_select_kwargs
+from attn_jax.models.ram import RAM, RAM_VARIANTS, ram_kwargs, ram_param_count
 from attn_jax.models.resnet import RESNET_VARIANTS, ResNet, resnet_kwargs
 from attn_jax.models.seq2seq import (
     BAHDANAU_VARIANTS,
@@ -53,6 +54,7 @@ MODELS: dict[str, ModelEntry] = {
     "bahdanau": ModelEntry(Seq2SeqAttention, bahdanau_kwargs),
     "transformer": ModelEntry(Transformer, transformer_kwargs),
     "resnet": ModelEntry(ResNet, resnet_kwargs),
+    "ram": ModelEntry(RAM, ram_kwargs),
     "feature_select": ModelEntry(FeatureSelectMLP, feature_select_kwargs),
 }
 
@@ -122,6 +124,10 @@ def count_params(params: Any) -> int:
 
 
 __all__ = [
+    "RAM",
+    "RAM_VARIANTS",
+    "ram_kwargs",
+    "ram_param_count",
     "FeatureSelectMLP",
     "feature_select_kwargs",
     "CNN",

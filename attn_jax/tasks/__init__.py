@@ -6,9 +6,10 @@ import difflib
 from collections.abc import Mapping
 
 from attn_jax.tasks.classification import Classification
+from attn_jax.tasks.reinforce import Reinforce
 from attn_jax.tasks.seq2seq import Seq2SeqTask
 
-TASKS = {"classification": Classification, "seq2seq": Seq2SeqTask}
+TASKS = {"classification": Classification, "seq2seq": Seq2SeqTask, "reinforce": Reinforce}
 
 
 def build_task(task_cfg: Mapping, *, num_classes: int):
