@@ -138,12 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             from attn_jax.train import loop
 
             workdir = Path(args.workdir) if args.workdir else None
-            try:
-                config = _load(args.config, workdir, overrides)
-            except UserError as e:
-                from attn_jax.programs import train_error_hint
-
-                raise train_error_hint(e, args.config) from None
+            config = _load(args.config, workdir, overrides)
             workdir = workdir or Path("runs") / config.get("experiment", "experiment")
             result = loop.train(config, workdir)
             result["workdir"] = str(workdir)

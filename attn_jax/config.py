@@ -38,8 +38,8 @@ class ConfigError(UserError, ValueError):
     """A config problem the user can fix; its message is one line."""
 
 
-def load_config(path: str | Path) -> ml_collections.ConfigDict:
-    """Imports an experiment file and returns its `get_config()`."""
+def import_config(path: str | Path) -> ml_collections.ConfigDict:
+    """Imports an experiment file and returns its `get_config()`, unchecked."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
@@ -50,12 +50,22 @@ def load_config(path: str | Path) -> ml_collections.ConfigDict:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path} has no get_config(); an experiment file defines get_config()")
-    config = module.get_config()
+    return module.get_config()
+
+
+def load_config(path: str | Path) -> ml_collections.ConfigDict:
+    """Imports a training experiment file and checks that it has the trainer's keys."""
+    config = import_config(path)
     check_required(config, source=str(path))
     return config
 
 
 def check_required(config: ml_collections.ConfigDict, source: str = "config") -> None:
+    if "program" in config:  # an analysis (attn_jax/programs), not a training run
+        raise ConfigError(
+            f"{source} is an experiment that trains nothing (program={config.program!r}); run it "
+            f"with `python launch.py run --config {source}`"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in config]
     if missing:
         raise ConfigError(

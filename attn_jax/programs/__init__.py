@@ -10,7 +10,6 @@ steps, optimizer), only `experiment`, `program` and what the program reads.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -33,15 +32,6 @@ PROGRAMS: dict[str, Program] = {
 }
 
 
-def _import_config(path: Path) -> ml_collections.ConfigDict:
-    spec = importlib.util.spec_from_file_location(f"_program_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ProgramError(f"{path} has no get_config(); an experiment file defines get_config()")
-    return module.get_config()
-
-
 def load_program_config(
     path: str | Path, overrides: Iterable[str] = ()
 ) -> ml_collections.ConfigDict:
@@ -51,10 +41,7 @@ def load_program_config(
       ProgramError / ConfigError: no such file, no `get_config()`, no or an unknown `program`,
         or a bad `--config.k=v` override.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ProgramError(f"config file {path} does not exist; experiments live in experiments/")
-    config = _import_config(path)
+    config = config_lib.import_config(path)
     if "program" in config:
         config_lib.apply_overrides(config, overrides)
     name = config.get("program")
@@ -70,20 +57,6 @@ def load_program_config(
     return config
 
 
-def train_error_hint(error: UserError, config_path: str | None) -> UserError:
-    """`launch.py train` on a program's config fails for lack of trainer keys; say to use `run`."""
-    try:
-        config = _import_config(Path(config_path)) if config_path else None
-    except Exception:  # noqa: BLE001 - keep the original error when the file cannot be read
-        return error
-    if config is None or "program" not in config:
-        return error
-    return ProgramError(
-        f"{config_path} is a program config (program={config.program!r}) and trains nothing; "
-        f"run it with `python launch.py run --config {config_path}`"
-    )
-
-
 def run_program(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Saves `config.json` into the workdir and runs the config's program there."""
     workdir = Path(workdir)
@@ -93,4 +66,4 @@ def run_program(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[
     return {"program": config.program, **program(config, workdir)}
 
 
-__all__ = ["PROGRAMS", "ProgramError", "load_program_config", "run_program", "train_error_hint"]
+__all__ = ["PROGRAMS", "ProgramError", "load_program_config", "run_program"]

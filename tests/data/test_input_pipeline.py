@@ -264,7 +264,11 @@ def test_a_batch_takes_well_under_five_milliseconds(digits_cfg):
 @pytest.mark.parametrize(
     "cfg_update, kwargs, match",
     [
-        ({"name": "mnist"}, {}, "known datasets: cifar10, imagenet2012, sklearn_digits"),
+        (
+            {"name": "mnist"},
+            {},
+            "known datasets: cifar10, distorted_digits, imagenet2012, sklearn_digits, translated_",
+        ),
         ({"augmnt": True}, {}, r"unknown data config keys \['augmnt'\]"),
         ({}, {"split": "validation"}, "cannot read split 'validation' of sklearn_digits"),
         ({}, {"global_batch_size": 130, "process_count": 4}, "multiple of the 4 processes"),
