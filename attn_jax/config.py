@@ -237,3 +237,29 @@ def run_config(
     c.distributed.process_id = 0
     c.distributed.coordinator_address = "127.0.0.1:12355"
     return c
+
+
+def adamw_config(
+    lr: float,
+    *,
+    weight_decay: float,
+    warmup_steps: int = 100,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    end_lr_factor: float = 0.0,
+    grad_clip_norm: float = 1.0,
+) -> ml_collections.ConfigDict:
+    """The `optim` group of the image experiments: AdamW, linear warmup then cosine decay to
+    `end_lr_factor * lr`, gradients clipped to a global norm, no accumulation."""
+    c = ml_collections.ConfigDict()
+    c.name = "adamw"
+    c.lr = lr
+    c.weight_decay = weight_decay
+    c.b1 = b1
+    c.b2 = b2
+    c.schedule = "cosine"
+    c.warmup_steps = warmup_steps
+    c.end_lr_factor = end_lr_factor
+    c.grad_clip_norm = grad_clip_norm
+    c.grad_accum_steps = 1
+    return c

@@ -11,7 +11,7 @@ groups (the trainer keeps no batch statistics; see attn_jax/models/resnet.py).
 
 import ml_collections
 
-from attn_jax.config import run_config
+from attn_jax.config import adamw_config, run_config
 from attn_jax.data import data_config
 
 
@@ -54,15 +54,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.task.name = "classification"
     c.task.label_smoothing = 0.1
 
-    c.optim = ml_collections.ConfigDict()
-    c.optim.name = "adamw"
-    c.optim.lr = 2e-3
-    c.optim.weight_decay = 0.05
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 100
-    c.optim.end_lr_factor = 0.0
-    c.optim.grad_clip_norm = 1.0
-    c.optim.grad_accum_steps = 1
+    c.optim = adamw_config(2e-3, weight_decay=0.05)
     return c
