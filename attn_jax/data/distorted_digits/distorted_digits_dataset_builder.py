@@ -16,37 +16,31 @@ resampling of the 8x8 digit (`scipy.ndimage.affine_transform`, order 1, zeros ou
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
-from tensorflow_datasets.core import utils as tfds_utils
 
-from attn_jax.data.sklearn_digits.sklearn_digits_dataset_builder import split_of
+from attn_jax.data import digit_copies
+from attn_jax.data.digit_copies import (  # noqa: F401 - this dataset's sizes, for the registry
+    NUM_CLASSES,
+    TEST_COPIES,
+    TEST_SIZE,
+    TRAIN_COPIES,
+    TRAIN_SIZE,
+    copies_of,
+)
 
 SEED = 20150605
 DIGIT_SIDE = 8
 MAGNIFICATION = 2.0  # 8x8 -> 16x16
 CANVAS_SIDE = 24
 IMAGE_SHAPE = (CANVAS_SIDE, CANVAS_SIDE, 1)
-NUM_CLASSES = 10
 MAX_VALUE = 255
 DIGIT_MAX = 16  # scikit-learn's pixel range 0..16
 MAX_ANGLE = 45.0  # degrees
 SCALE_RANGE = (0.7, 1.2)
 MAX_SHIFT = 4.0  # pixels, per axis
-TRAIN_COPIES = 4
-TEST_COPIES = 2
-NUM_DIGITS = {"train": 1438, "test": 359}
-TRAIN_SIZE = NUM_DIGITS["train"] * TRAIN_COPIES
-TEST_SIZE = NUM_DIGITS["test"] * TEST_COPIES
-
-
-def copies_of(split: str) -> int:
-    """How many distorted copies of each digit `split` holds."""
-    return TRAIN_COPIES if split == "train" else TEST_COPIES
 
 
 def distortion_of(index: int, copy: int) -> tuple[float, float, tuple[float, float]]:
@@ -89,70 +83,31 @@ def distort(
     return np.round(scaled).astype(np.uint8)[..., None]
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(digit_copies.DigitCopiesBuilder):
     """Rotated, scaled, translated 8x8 digits on a 24x24 canvas, 5,752 train / 718 test."""
 
+    IMAGE_SHAPE = IMAGE_SHAPE
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {
         "1.0.0": "First release: RTS distortion on 24x24, 4 train / 2 test copies per digit."
     }
 
-    @tfds_utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        # As in sklearn_digits: tfds would find this file through a package that is often
-        # missing; the answer it would compute is this file.
-        return epath.Path(__file__)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-                    "id": tfds.features.Scalar(
-                        dtype=np.int32, doc="index of the digit in scikit-learn's order"
-                    ),
-                    "copy": tfds.features.Scalar(dtype=np.int32, doc="which copy of the digit"),
-                    "angle": tfds.features.Scalar(
-                        dtype=np.float32, doc="counter-clockwise rotation, degrees"
-                    ),
-                    "scale": tfds.features.Scalar(dtype=np.float32, doc="scale on top of 2x"),
-                    "shift": tfds.features.Tensor(
-                        shape=(2,), dtype=np.float32, doc="(row, column) offset of the centre"
-                    ),
-                }
+    def copy_features(self) -> dict[str, tfds.features.FeatureConnector]:
+        return {
+            "angle": tfds.features.Scalar(
+                dtype=np.float32, doc="counter-clockwise rotation, degrees"
             ),
-            supervised_keys=("image", "label"),
-            # Keep the documented order (digit, then copy): tfds otherwise permutes by key hash.
-            disable_shuffling=True,
-            homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset",
-            license="CC BY 4.0 (UCI Machine Learning Repository)",
-        )
+            "scale": tfds.features.Scalar(dtype=np.float32, doc="scale on top of 2x"),
+            "shift": tfds.features.Tensor(
+                shape=(2,), dtype=np.float32, doc="(row, column) offset of the centre"
+            ),
+        }
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
-        del dl_manager  # generated from scikit-learn's digits
-        return {split: self._generate_examples(split) for split in ("train", "test")}
-
-    def _generate_examples(self, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
-        from sklearn.datasets import load_digits  # deferred: only preparing needs scikit-learn
-
-        digits = load_digits()
-        copies = copies_of(split)
-        for i, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
-            if split_of(i) != split:
-                continue
-            for c in range(copies):
-                angle, scale, shift = distortion_of(i, c)
-                yield (
-                    i * copies + c,
-                    {
-                        "image": distort(image, angle, scale, shift),
-                        "label": int(label),
-                        "id": i,
-                        "copy": c,
-                        "angle": np.float32(angle),
-                        "scale": np.float32(scale),
-                        "shift": np.asarray(shift, np.float32),
-                    },
-                )
+    def render(self, digit: np.ndarray, index: int, copy: int) -> dict[str, Any]:
+        angle, scale, shift = distortion_of(index, copy)
+        return {
+            "image": distort(digit, angle, scale, shift),
+            "angle": np.float32(angle),
+            "scale": np.float32(scale),
+            "shift": np.asarray(shift, np.float32),
+        }

@@ -16,33 +16,27 @@ gives the same data, independent of the order in which examples are generated.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
-from tensorflow_datasets.core import utils as tfds_utils
 
-from attn_jax.data.sklearn_digits.sklearn_digits_dataset_builder import split_of
+from attn_jax.data import digit_copies
+from attn_jax.data.digit_copies import (  # noqa: F401 - this dataset's sizes, for the registry
+    NUM_CLASSES,
+    TEST_COPIES,
+    TEST_SIZE,
+    TRAIN_COPIES,
+    TRAIN_SIZE,
+    copies_of,
+)
 
 SEED = 20141124
 DIGIT_SCALE = 2  # 8x8 -> 16x16 by pixel repetition
 DIGIT_SIDE = 8 * DIGIT_SCALE
 CANVAS_SIDE = 32
 IMAGE_SHAPE = (CANVAS_SIDE, CANVAS_SIDE, 1)
-NUM_CLASSES = 10
 MAX_VALUE = 16
-TRAIN_COPIES = 4
-TEST_COPIES = 2
-NUM_DIGITS = {"train": 1438, "test": 359}
-TRAIN_SIZE = NUM_DIGITS["train"] * TRAIN_COPIES
-TEST_SIZE = NUM_DIGITS["test"] * TEST_COPIES
-
-
-def copies_of(split: str) -> int:
-    """How many translated copies of each digit `split` holds."""
-    return TRAIN_COPIES if split == "train" else TEST_COPIES
 
 
 def offset_of(index: int, copy: int) -> tuple[int, int]:
@@ -61,64 +55,22 @@ def place(digit: np.ndarray, offset: tuple[int, int]) -> np.ndarray:
     return canvas
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(digit_copies.DigitCopiesBuilder):
     """Translated 8x8 digits on a 32x32 canvas, 5,752 train / 718 test examples."""
 
+    IMAGE_SHAPE = IMAGE_SHAPE
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release: 16x16 digits on 32x32, 4 train / 2 test copies."}
 
-    @tfds_utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        # As in sklearn_digits: tfds would look this file up through a package that is often
-        # missing; the answer it would compute is this file.
-        return epath.Path(__file__)
+    def copy_features(self) -> dict[str, tfds.features.FeatureConnector]:
+        return {
+            "offset": tfds.features.Tensor(
+                shape=(2,), dtype=np.int32, doc="(row, column) of the digit's top left"
+            )
+        }
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-                    "id": tfds.features.Scalar(
-                        dtype=np.int32, doc="index of the digit in scikit-learn's order"
-                    ),
-                    "copy": tfds.features.Scalar(dtype=np.int32, doc="which copy of the digit"),
-                    "offset": tfds.features.Tensor(
-                        shape=(2,), dtype=np.int32, doc="(row, column) of the digit's top left"
-                    ),
-                }
-            ),
-            supervised_keys=("image", "label"),
-            # Keep the documented order (digit, then copy): tfds otherwise permutes by key hash.
-            disable_shuffling=True,
-            homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset",
-            license="CC BY 4.0 (UCI Machine Learning Repository)",
-        )
-
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
-        del dl_manager  # generated from scikit-learn's digits
-        return {split: self._generate_examples(split) for split in ("train", "test")}
-
-    def _generate_examples(self, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
-        from sklearn.datasets import load_digits  # deferred: only preparing needs scikit-learn
-
-        digits = load_digits()
-        images = digits.images.astype(np.uint8)
-        assert np.array_equal(images, digits.images) and images.max() <= MAX_VALUE
-        copies = copies_of(split)
-        for i, (image, label) in enumerate(zip(images, digits.target, strict=True)):
-            if split_of(i) != split:
-                continue
-            for c in range(copies):
-                offset = offset_of(i, c)
-                yield (
-                    i * copies + c,
-                    {
-                        "image": place(image, offset),
-                        "label": int(label),
-                        "id": i,
-                        "copy": c,
-                        "offset": np.asarray(offset, np.int32),
-                    },
-                )
+    def render(self, digit: np.ndarray, index: int, copy: int) -> dict[str, Any]:
+        # scikit-learn's digits are integers 0..16 stored as floats: uint8 holds them exactly.
+        assert np.array_equal(digit.astype(np.uint8), digit) and digit.max() <= MAX_VALUE
+        offset = offset_of(index, copy)
+        return {"image": place(digit, offset), "offset": np.asarray(offset, np.int32)}
