@@ -27,6 +27,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from attn_jax.models.variants import preset_kwargs
+
 # Presets: "digits" is the default used by experiments/cnn_digits.py and by the STN's classifier.
 CNN_VARIANTS: dict[str, dict[str, Any]] = {
     "digits": {"features": (32, 64), "kernel_size": 3, "dense": 128, "num_classes": 10},
@@ -111,24 +113,13 @@ class MLP(nn.Module):
         return logits, {"pre_logits": x}
 
 
-def _merge(table: dict[str, dict[str, Any]], kind: str, variant: str | None, overrides) -> dict:
-    if variant is None:
-        kwargs: dict[str, Any] = {}
-    elif variant in table:
-        kwargs = dict(table[variant])
-    else:
-        raise ValueError(f"unknown {kind} variant {variant!r}; valid variants: {sorted(table)}")
-    kwargs.update({k: v for k, v in overrides.items() if v is not None})
-    return kwargs
-
-
 def cnn_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     """`CNN` fields of `variant` (None = class defaults) updated by the non-None overrides.
 
     Raises:
       ValueError: unknown variant, in one line naming the valid ones.
     """
-    return _merge(CNN_VARIANTS, "cnn", variant, overrides)
+    return preset_kwargs(CNN_VARIANTS, "cnn", variant, overrides)
 
 
 def mlp_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
@@ -137,7 +128,7 @@ def mlp_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     Raises:
       ValueError: unknown variant, in one line naming the valid ones.
     """
-    return _merge(MLP_VARIANTS, "mlp", variant, overrides)
+    return preset_kwargs(MLP_VARIANTS, "mlp", variant, overrides)
 
 
 def cnn_param_count(

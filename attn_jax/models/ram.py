@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_jax.attention.glimpse import glimpse_boxes, glimpse_sensor, patch_sides
+from attn_jax.models.variants import preset_kwargs
 
 # Presets of sec. 4.1 (28x28 MNIST: 8x8 single-scale glimpses; 60x60 translated MNIST: 12x12
 # glimpses at 3 scales); both with h_g = h_l = 128, g = 256 and a 256-unit ReLU RNN core.
@@ -57,13 +58,7 @@ def ram_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     Raises:
       ValueError: unknown variant, in one line naming the valid ones.
     """
-    kwargs: dict[str, Any] = {}
-    if variant is not None:
-        if variant not in RAM_VARIANTS:
-            raise ValueError(f"unknown RAM variant {variant!r}; valid: {sorted(RAM_VARIANTS)}")
-        kwargs.update(RAM_VARIANTS[variant])
-    kwargs.update({k: v for k, v in overrides.items() if v is not None})
-    return kwargs
+    return preset_kwargs(RAM_VARIANTS, "RAM", variant, overrides)
 
 
 def ram_param_count(

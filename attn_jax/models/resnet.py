@@ -52,6 +52,7 @@ import numpy as np
 from attn_jax.attention.aaconv import AttentionAugmentedConv
 from attn_jax.attention.channel import SqueezeExcitation
 from attn_jax.attention.non_local import NON_LOCAL_MODES, NonLocalBlock
+from attn_jax.models.variants import preset_kwargs
 
 BLOCKS = ("basic", "bottleneck")
 STEMS = ("imagenet", "small")
@@ -548,17 +549,9 @@ def resnet_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     Raises:
       ValueError: unknown variant.
     """
-    kwargs: dict[str, Any] = {}
-    if variant is not None:
-        if variant not in RESNET_VARIANTS:
-            raise ValueError(
-                f"unknown ResNet variant {variant!r}; valid: {sorted(RESNET_VARIANTS)}"
-            )
-        kwargs.update(RESNET_VARIANTS[variant])
+    kwargs = preset_kwargs(RESNET_VARIANTS, "ResNet", variant, overrides)
     # block_attention=None is a real choice, but None also means "unset" in configs: "none" spells
     # the plain block explicitly.
-    if overrides.get("block_attention") == "none":
-        overrides["block_attention"] = None
+    if kwargs.get("block_attention") == "none":
         kwargs["block_attention"] = None
-    kwargs.update({k: v for k, v in overrides.items() if v is not None})
     return kwargs

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 
 from attn_jax.attention.additive import AdditiveAttention
 from attn_jax.models.rnn import CELLS, RNN, Bidirectional, hidden_state, make_cell, scan_cell
+from attn_jax.models.variants import preset_kwargs
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 
@@ -69,24 +70,13 @@ BAHDANAU_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _merge(table: dict[str, dict[str, Any]], kind: str, variant: str | None, overrides) -> dict:
-    if variant is None:
-        kwargs: dict[str, Any] = {}
-    elif variant in table:
-        kwargs = dict(table[variant])
-    else:
-        raise ValueError(f"unknown {kind} variant {variant!r}; valid variants: {sorted(table)}")
-    kwargs.update({k: v for k, v in overrides.items() if v is not None})
-    return kwargs
-
-
 def seq2seq_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     """`Seq2Seq` fields of `variant` (None = none) updated by the overrides that are not None.
 
     Raises:
       ValueError: unknown variant, in one line naming the valid ones.
     """
-    return _merge(SEQ2SEQ_VARIANTS, "seq2seq", variant, overrides)
+    return preset_kwargs(SEQ2SEQ_VARIANTS, "seq2seq", variant, overrides)
 
 
 def bahdanau_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
@@ -95,7 +85,7 @@ def bahdanau_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     Raises:
       ValueError: unknown variant, in one line naming the valid ones.
     """
-    return _merge(BAHDANAU_VARIANTS, "bahdanau", variant, overrides)
+    return preset_kwargs(BAHDANAU_VARIANTS, "bahdanau", variant, overrides)
 
 
 def reverse_real_tokens(tokens: jax.Array, valid: jax.Array) -> jax.Array:

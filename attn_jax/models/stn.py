@@ -31,6 +31,7 @@ import numpy as np
 
 from attn_jax.attention.spatial_transformer import IDENTITY_THETA, spatial_transform
 from attn_jax.models.cnn import CNN
+from attn_jax.models.variants import preset_kwargs
 
 STN_VARIANTS: dict[str, dict[str, Any]] = {
     # experiments/stn_digits.py on the 24x24 distorted digits (the classifier is cnn "digits").
@@ -199,11 +200,4 @@ def stn_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     Raises:
       ValueError: unknown variant, in one line naming the valid ones.
     """
-    if variant is None:
-        kwargs: dict[str, Any] = {}
-    elif variant in STN_VARIANTS:
-        kwargs = dict(STN_VARIANTS[variant])
-    else:
-        raise ValueError(f"unknown stn variant {variant!r}; valid variants: {sorted(STN_VARIANTS)}")
-    kwargs.update({k: v for k, v in overrides.items() if v is not None})
-    return kwargs
+    return preset_kwargs(STN_VARIANTS, "stn", variant, overrides)
