@@ -41,8 +41,20 @@ from attn_jax.attention.spatial_transformer import (
     bilinear_sample,
     spatial_transform,
 )
+from attn_jax.attention.windows import (
+    WindowAttention,
+    relative_position_index,
+    shifted_window_mask,
+    window_merge,
+    window_partition,
+)
 
 __all__ = [
+    "WindowAttention",
+    "relative_position_index",
+    "shifted_window_mask",
+    "window_merge",
+    "window_partition",
     "affine_grid",
     "affine_pixel_coords",
     "bilinear_sample",
