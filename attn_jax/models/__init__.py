@@ -28,6 +28,7 @@ from attn_jax.models.seq2seq import (
     seq2seq_kwargs,
 )
 from attn_jax.models.stn import STN, stn_kwargs
+from attn_jax.models.swin import SWIN_VARIANTS, Swin, swin_kwargs
 from attn_jax.models.transformer import (
     TRANSFORMER_VARIANTS,
     Transformer,
@@ -54,6 +55,7 @@ MODELS: dict[str, ModelEntry] = {
     "bahdanau": ModelEntry(Seq2SeqAttention, bahdanau_kwargs),
     "transformer": ModelEntry(Transformer, transformer_kwargs),
     "resnet": ModelEntry(ResNet, resnet_kwargs),
+    "swin": ModelEntry(Swin, swin_kwargs),
     "ram": ModelEntry(RAM, ram_kwargs),
     "feature_select": ModelEntry(FeatureSelectMLP, feature_select_kwargs),
 }
@@ -124,6 +126,9 @@ def count_params(params: Any) -> int:
 
 
 __all__ = [
+    "SWIN_VARIANTS",
+    "Swin",
+    "swin_kwargs",
     "RAM",
     "RAM_VARIANTS",
     "ram_kwargs",

@@ -126,3 +126,15 @@ def test_bad_shapes_are_one_line_errors():
         WindowAttention(num_heads=4, window=4).init(jax.random.key(0), x)
     with pytest.raises(ValueError, match=r"shift 4 must lie in \[0, window 4\)"):
         WindowAttention(num_heads=2, window=4, shift=4).init(jax.random.key(0), x)
+
+
+def test_mask_counts_match_the_official_construction():
+    # Reference numbers of the official img_mask construction (FAITHFULNESS.md, Swin): masked
+    # pairs per window for H=W=4, M=2, s=1, and Swin-T stage 1 (56x56, M=7, s=3).
+    masked = (~shifted_window_mask(4, 4, 2, 1)).sum(axis=(1, 2))
+    np.testing.assert_array_equal(masked, [0, 8, 8, 12])
+    stage1 = ~shifted_window_mask(56, 56, 7, 3)
+    assert stage1.any(axis=(1, 2)).sum() == 15 and stage1.sum() == 18_240
+    np.testing.assert_array_equal(
+        relative_position_index(2), [[4, 3, 1, 0], [5, 4, 2, 1], [7, 6, 4, 3], [8, 7, 5, 4]]
+    )

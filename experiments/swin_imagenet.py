@@ -1,0 +1,50 @@
+"""Swin Transformer on ImageNet-1k (ILSVRC-2012) from scratch, Liu et al. 2021, sec. 4.1.
+
+Variants T/S/B/L decode through `SWIN_VARIANTS` (sec. 3.3); fields set here or on the command
+line override the variant's values.
+
+  python launch.py info --config experiments/swin_imagenet.py --config.model.variant=T
+  python launch.py train --config experiments/swin_imagenet.py --config.data.data_dir=/data/tfds
+
+The recipe of the official configs: AdamW, batch 1024, lr 1e-3 (5e-4 per 512 images), weight
+decay 0.05, 20 warmup epochs, cosine decay to 1e-5 / lr, gradient clipping at 5, label smoothing
+0.1, 300 epochs (mixup/cutmix are not implemented here). Needs imagenet2012 prepared as
+array_record (README, "Real datasets") and accelerators.
+"""
+
+import ml_collections
+
+from attn_jax.config import adamw_config, run_config
+from attn_jax.data import data_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = run_config(
+        "swin_imagenet",
+        batch_size=1024,
+        total_steps=0,
+        eval_every=5000,
+        target_metric="validation/accuracy",
+        eval_batch_size=1024,
+        log_every=100,
+    )
+    c.num_epochs = 300
+    c.data = data_config(name="imagenet2012", eval_split="validation", augment=True, image_size=224)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "swin"
+    c.model.variant = "T"
+    c.model.num_classes = 1000
+    c.model.embed_dim = ml_collections.config_dict.placeholder(int)
+    c.model.window = 7
+    c.model.drop_path_rate = ml_collections.config_dict.placeholder(float)  # None: the variant's
+
+    c.task = ml_collections.ConfigDict()
+    c.task.name = "classification"
+    c.task.label_smoothing = 0.1
+
+    # 20 of 300 epochs of 1,251 steps of 1024 images.
+    c.optim = adamw_config(
+        1e-3, weight_decay=0.05, warmup_steps=25_020, end_lr_factor=0.01, grad_clip_norm=5.0
+    )
+    return c

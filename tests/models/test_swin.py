@@ -1,0 +1,73 @@
+"""Swin Transformer (Liu et al. 2021): published parameter counts, patch merging, odd input sizes,
+stage outputs for dense heads."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attn_jax.models import build_model, count_params
+from attn_jax.models.swin import PUBLISHED_PARAMS, PatchMerging, Swin
+
+
+@pytest.mark.parametrize("variant", ["T", "S", "B", "L"])
+def test_presets_have_the_published_parameter_counts(variant):
+    model = build_model({"name": "swin", "variant": variant, "num_classes": 1000})
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+    assert count_params(shapes["params"]) == PUBLISHED_PARAMS[variant]
+
+
+def test_swin_t_has_28_288_354_parameters():
+    assert PUBLISHED_PARAMS["T"] == 28_288_354  # the issue's reference number
+
+
+def test_patch_merging_halves_the_resolution_doubles_the_channels_in_the_official_order():
+    x = jax.random.normal(jax.random.key(0), (2, 6, 10, 4))
+    merge = PatchMerging()
+    params = merge.init(jax.random.key(1), x)["params"]
+    y = merge.apply({"params": params}, x)
+    assert y.shape == (2, 3, 5, 8)
+    # For a 2x2 block [[a, b], [c, d]] the concatenation is a, c, b, d (official weights load):
+    # with a, c, b, d = 1, 2, 3, 4 the LayerNorm (scale 1, bias 0 at init) sees an increasing row.
+    probe = jnp.array([[1.0, 3.0], [2.0, 4.0]]).reshape(1, 2, 2, 1)
+    _, state = merge.apply(
+        {"params": merge.init(jax.random.key(0), probe)["params"]},
+        probe,
+        capture_intermediates=lambda m, _: m.name == "norm",
+        mutable=["intermediates"],
+    )
+    normed = np.asarray(state["intermediates"]["norm"]["__call__"][0])[0, 0, 0]
+    assert (np.diff(normed) > 0).all(), normed
+
+
+def test_input_not_a_multiple_of_the_window_runs_and_stages_are_returned():
+    model = Swin(num_classes=5, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window=3)
+    x = jnp.ones((2, 36, 28, 3))  # 9x7 tokens: neither side a multiple of the window 3... or 7
+    variables = model.init(jax.random.key(0), x)
+    logits, aux = model.apply(variables, x)
+    assert logits.shape == (2, 5) and np.isfinite(np.asarray(logits)).all()
+    assert aux["stage1"].shape == (2, 9, 7, 16) and aux["stage2"].shape == (2, 5, 4, 32)
+    features, _ = Swin(
+        num_classes=5, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window=3, include_head=False
+    ).apply({"params": {k: v for k, v in variables["params"].items() if k != "head"}}, x)
+    assert features.shape == (2, 32)
+
+
+def test_stochastic_depth_only_in_training():
+    model = Swin(
+        num_classes=3, embed_dim=8, depths=(2,), num_heads=(2,), window=2, drop_path_rate=0.5
+    )
+    x = jax.random.normal(jax.random.key(0), (4, 16, 16, 3))
+    variables = model.init(jax.random.key(1), x)
+    eval_a, _ = model.apply(variables, x)
+    eval_b, _ = model.apply(variables, x)
+    np.testing.assert_array_equal(eval_a, eval_b)
+    train_a, _ = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)})
+    assert not np.allclose(train_a, eval_a)
+
+
+def test_unknown_variant_is_one_line():
+    with pytest.raises(ValueError, match="unknown swin variant 'XL'; valid variants"):
+        build_model({"name": "swin", "variant": "XL"})
