@@ -7,7 +7,10 @@ dataset registry, and grain pipelines that yield fixed-shape numpy batches.
     state = it.get_state()                           # JSON-serializable, for checkpoints
 
 Text datasets (dates, reverse, wmt14_de_en, wmt14_en_de) yield {"inputs", "targets", "length",
-"mask"}; `data.get_vocab(config.data)` decodes their token ids.
+"mask"}; `data.get_vocab(config.data)` decodes their token ids. Segmentation datasets
+(digit_scenes, cityscapes) yield {"image", "segmentation", "mask"}, detection datasets
+(digit_detection, coco) {"image", "pixel_mask", "boxes", "labels", "box_mask", "size",
+"orig_size", "image_id", "mask"}: see dense.py, and `dataset_info(...).element_spec`.
 
 `prepare(name, data_dir)` builds an embedded dataset ahead of time (it also happens on first
 use) or checks that a catalog dataset is prepared. See pipeline.py for the data config keys.

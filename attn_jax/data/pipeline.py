@@ -24,7 +24,9 @@ takes ~0.3 ms. What this design gives:
 Image batches are dicts of numpy arrays: `image` float32 [b, H, W, C] normalized per channel,
 `label` int32 [b], `mask` bool [b]. Text batches (`spec.kind == "text"`, see sequences.py) are
 `inputs` int32 [b, S], `targets` int32 [b, T], `length` int32 [b], `mask` bool [b], over the same
-stream of examples; `get_vocab(data_cfg)` turns their ids back into strings.
+stream of examples; `get_vocab(data_cfg)` turns their ids back into strings. Segmentation and
+detection batches (`spec.kind` "segmentation" / "detection", see dense.py) carry per-pixel
+classes, or padded boxes with their masks, over the same stream too.
 """
 
 from __future__ import annotations
@@ -40,14 +42,16 @@ import grain
 import numpy as np
 from absl import flags
 
-from attn_jax.data import sequences, sources, stream
+from attn_jax.data import dense, sequences, sources, stream
 from attn_jax.data import text as text_lib
 from attn_jax.data import transforms as T
 from attn_jax.data.errors import DataConfigError
 from attn_jax.data.registry import DatasetEntry, get_entry
 
 DEFAULT_DATA_CONFIG: dict[str, Any] = {
-    # Registry name: "sklearn_digits" (embedded), "cifar10", "imagenet2012" (tfds catalog);
+    # Registry name: "sklearn_digits", "translated_digits", "distorted_digits" (embedded),
+    # "cifar10", "imagenet2012" (tfds catalog); segmentation: "digit_scenes" (embedded),
+    # "cityscapes" (catalog); detection: "digit_detection" (embedded), "coco" (catalog);
     # text: "dates", "reverse" (embedded), "wmt14_de_en", "wmt14_en_de" (tfds catalog).
     "name": "sklearn_digits",
     # tfds data dir; None: $TFDS_DATA_DIR, else ~/tensorflow_datasets.
@@ -55,9 +59,11 @@ DEFAULT_DATA_CONFIG: dict[str, Any] = {
     # tfds split expressions ("train", "train[:90%]", "test", "validation", ...).
     "train_split": "train",
     "eval_split": "test",
-    # Train-time augmentation of the registry entry (translate / crop_flip / inception_crop).
+    # Train-time augmentation of the registry entry (translate / crop_flip / inception_crop /
+    # scale_crop for segmentation and detection).
     "augment": False,
-    # Side of the square images fed to the model; None: the stored size (224 for ImageNet).
+    # Side of the square images fed to the model; None: the stored size (224 for ImageNet, 800
+    # for coco, 768 for cityscapes).
     "image_size": None,
     # Keep the decoded split in memory; None: only for embedded datasets. Needs fixed-size images.
     "cache": None,
@@ -117,20 +123,24 @@ class DatasetSpec:
 
     Attributes:
         name: registry name.
-        num_classes: number of labels; 0 for text (see vocab_size).
+        num_classes: number of labels; 0 for text (see vocab_size). Segmentation counts every
+            class id a pixel can have but `ignore_label` (digit_scenes: background + 10);
+            detection counts the object classes, without DETR's "no object".
         image_shape: (H, W, C) of the images as the model sees them (after preprocessing); None
             for text.
         num_examples: examples per split: the registry's splits and the configured split
             expressions.
         mean: per-channel mean used for normalization ([0, 1] scale); () for text.
         std: per-channel standard deviation used for normalization ([0, 1] scale); () for text.
-        kind: "image" or "text".
+        kind: "image", "segmentation", "detection" or "text".
         vocab_size: text: number of token ids, shared by inputs and targets (ids 0..3 are PAD,
             BOS, EOS, UNK); None for images.
         max_input_length: text: S, tokens per `inputs` row, EOS included.
         max_target_length: text: T, tokens per `targets` row, EOS included.
         length_buckets: text: edges e of the source-length buckets [e[i], e[i+1]) to report
             evaluations by; None: no buckets.
+        ignore_label: segmentation: the class id of pixels that must not count; else None.
+        max_boxes: detection: N, boxes per example (padded, `box_mask`); else None.
         element_spec: per-example (shape, dtype name) of every batch key but "mask".
     """
 
@@ -145,6 +155,8 @@ class DatasetSpec:
     max_input_length: int | None = None
     max_target_length: int | None = None
     length_buckets: tuple[int, ...] | None = None
+    ignore_label: int | None = None
+    max_boxes: int | None = None
 
     @property
     def element_spec(self) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -154,7 +166,23 @@ class DatasetSpec:
                 "targets": ((self.max_target_length,), "int32"),
                 "length": ((), "int32"),
             }
-        return {"image": (tuple(self.image_shape), "float32"), "label": ((), "int32")}
+        image = (tuple(self.image_shape), "float32")
+        hw = tuple(self.image_shape[:2])
+        if self.kind == "segmentation":
+            return {"image": image, "segmentation": (hw, "int32")}
+        if self.kind == "detection":
+            n = self.max_boxes
+            return {
+                "image": image,
+                "pixel_mask": (hw, "bool"),
+                "boxes": ((n, 4), "float32"),
+                "labels": ((n,), "int32"),
+                "box_mask": ((n,), "bool"),
+                "size": ((2,), "int32"),
+                "orig_size": ((2,), "int32"),
+                "image_id": ((), "int32"),
+            }
+        return {"image": image, "label": ((), "int32")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +274,11 @@ def dataset_info(data_cfg: Mapping[str, Any]) -> DatasetSpec:
             max_target_length=t,
             length_buckets=entry.length_buckets,
         )
+    dense_fields = {}
+    if entry.kind == "segmentation":
+        dense_fields = {"kind": "segmentation", "ignore_label": entry.ignore_label}
+    elif entry.kind == "detection":
+        dense_fields = {"kind": "detection", "max_boxes": entry.max_boxes}
     return DatasetSpec(
         name=entry.name,
         num_classes=entry.num_classes,
@@ -253,6 +286,7 @@ def dataset_info(data_cfg: Mapping[str, Any]) -> DatasetSpec:
         num_examples=num_examples,
         mean=entry.mean,
         std=entry.std,
+        **dense_fields,
     )
 
 
@@ -275,7 +309,8 @@ def get_vocab(data_cfg: Mapping[str, Any]) -> text_lib.CharVocab | text_lib.Sent
     """
     opts, entry = _options(data_cfg)
     if entry.kind != "text":
-        raise DataConfigError(f"{entry.name} is an image dataset: it has no vocabulary")
+        what = "an image" if entry.kind == "image" else f"a {entry.kind}"
+        raise DataConfigError(f"{entry.name} is {what} dataset: it has no vocabulary")
     return sequences.load_vocab(entry.name, opts.data_dir, opts.vocab_size)
 
 
@@ -409,8 +444,9 @@ def make_dataset(
     Returns:
         A grain IterDataset of dicts `image` float32 [b, H, W, C], `label` int32 [b], `mask`
         bool [b] (text: `inputs` int32 [b, S], `targets` int32 [b, T], `length` int32 [b],
-        `mask` bool [b]), b = global_batch_size // process_count; its iterator has
-        JSON-serializable `get_state()` / `set_state()`.
+        `mask` bool [b]; segmentation and detection: see dense.py and
+        `dataset_info(data_cfg).element_spec`), b = global_batch_size // process_count; its
+        iterator has JSON-serializable `get_state()` / `set_state()`.
 
     Raises:
         DataConfigError: bad config, split or batch size (also a ValueError).
@@ -441,12 +477,23 @@ def make_dataset(
             vocab_size=opts.vocab_size,
             max_length=opts.max_length,
         )
+    elif entry.kind in dense.DENSE_KINDS:
+        sources.split_ranges(entry, split)
+        examples = dense.DenseExamples(entry, split, opts.data_dir, opts.cache)
     else:
         examples = _Examples(entry, split, opts)
     if len(examples) == 0:
         raise DataConfigError(f"split {split!r} of {entry.name} has no examples")
     if entry.kind == "text":
         maker = sequences.TextBatchMaker(examples, **stream_kwargs)
+    elif entry.kind in dense.DENSE_KINDS:
+        maker = dense.DenseBatchMaker(
+            entry,
+            examples,
+            size=_image_shape(entry, opts.image_size)[0],
+            augment=opts.augment,
+            **stream_kwargs,
+        )
     else:
         maker = _BatchMaker(entry, examples, opts, **stream_kwargs)
     num_batches = sys.maxsize if train else math.ceil(len(examples) / global_batch_size)

@@ -17,6 +17,20 @@ the [0, 1] scale.
   `Normalization().adapt(x_train / 255)` computes them.
 - imagenet2012: the statistics the torchvision / timm ImageNet models were trained with.
 
+Dense datasets (`kind="segmentation"` or `"detection"`, batches described in dense.py):
+
+- digit_scenes / digit_detection: the embedded `digit_scenes` builder read for segmentation
+  (background + 10 digits) or for detection (10 digits, at most 6 per scene); mean and std over
+  all pixels of the 4,000 training scenes (x / 255), computed once from the data.
+- coco: COCO 2017 detection (tfds `coco/2017`, its 80 contiguous labels; crowd boxes dropped);
+  ImageNet statistics, as DETR normalizes.
+- cityscapes: Cityscapes fine semantic segmentation (tfds `cityscapes/semantic_segmentation`),
+  the 19 evaluated classes of the standard protocol (cityscapesScripts' `trainId`s, every other
+  label id ignored); ImageNet statistics, as the usual backbones are pretrained with. tfds'
+  `scene_parse150` is not offered for ADE20K: its `annotation` is the instance-segmentation
+  release of Places Challenge 2017 (R channel = one of 100 object categories, G = instance), not
+  the 150-class scene-parsing labels of ADEChallengeData2016 that ADE20K results are quoted on.
+
 Text datasets (`kind="text"`) are sequence-to-sequence pairs: `dates` and `reverse` (embedded,
 generated from a seed, character vocabularies) and wmt14 German-English in either direction
 (catalog, a sentencepiece vocabulary trained from its training text on first use). Their image
@@ -28,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 
 from attn_jax.data.dates import dates_dataset_builder as _dates
+from attn_jax.data.digit_scenes import digit_scenes_dataset_builder as _scenes
 from attn_jax.data.distorted_digits import distorted_digits_dataset_builder as _distorted
 from attn_jax.data.errors import DataConfigError
 from attn_jax.data.reverse import reverse_dataset_builder as _reverse
@@ -53,13 +68,15 @@ class DatasetEntry:
         embedded: whether the data ship with the code (prepared automatically).
         augmentation: what `data.augment=True` applies when training: "translate" (random shift by
             up to `max_shift` pixels per axis, zero fill), "crop_flip" (the same with
-            `max_shift`-pixel zero padding, plus a horizontal flip), or "inception_crop" (random
-            resized crop with scale 0.08..1 and aspect ratio 3/4..4/3, plus a horizontal flip).
+            `max_shift`-pixel zero padding, plus a horizontal flip), "inception_crop" (random
+            resized crop with scale 0.08..1 and aspect ratio 3/4..4/3, plus a horizontal flip),
+            or, for dense kinds, "scale_crop" (random rescale by a factor in `scale_range`, random
+            crop or pad back to the square, a horizontal flip if `flip_ok`; see dense.py).
         max_shift: the largest shift of "translate" and "crop_flip".
         decode_with_pil: read the image feature as encoded bytes and decode it with PIL here, so
             that JPEGs can be decoded at reduced size before the crop (ImageNet).
         prepare_note: what preparing needs besides the build command.
-        kind: "image" or "text".
+        kind: "image", "segmentation", "detection" or "text".
         tokenizer: text only: "char" (the builder's `VOCAB`) or "sentencepiece".
         source_key: text only: the feature holding the source text.
         target_key: text only: the feature holding the target text.
@@ -70,6 +87,22 @@ class DatasetEntry:
             evaluations report by; None: no buckets.
         default_max_length: "sentencepiece" only: `data.max_length` when it is None.
         default_vocab_size: "sentencepiece" only: `data.vocab_size` when it is None.
+        ignore_label: segmentation only: the class id of pixels that must not count.
+        max_boxes: detection only: N, boxes per example after padding (more are dropped).
+        flip_ok: dense kinds: whether the labels survive a horizontal flip (not for digits: a
+            mirrored 3 is no 3).
+        scale_range: dense kinds: range of the random rescale of "scale_crop".
+        empty_canvas: dense kinds: the images are objects on an empty canvas, so pixels that
+            augmentation brings in are real background (class 0, `pixel_mask` True, placed at
+            random offsets) rather than padding (ignored, `pixel_mask` False).
+        image_key: dense kinds: the feature holding the image.
+        segmentation_key: segmentation only: the feature holding the per-pixel labels.
+        label_map: segmentation only: class id of each stored label value (index = value, the
+            rest is `ignore_label`); None: stored values are the class ids.
+        objects_key: detection only: the Sequence feature with `bbox` (tfds' normalized ymin,
+            xmin, ymax, xmax) and `label`.
+        crowd_key: detection only: the objects' crowd flag (those boxes are dropped); "": none.
+        id_key: detection only: the feature holding the integer image id.
     """
 
     name: str
@@ -95,6 +128,17 @@ class DatasetEntry:
     length_buckets: tuple[int, ...] | None = None
     default_max_length: int | None = None
     default_vocab_size: int | None = None
+    ignore_label: int = 255
+    max_boxes: int = 0
+    flip_ok: bool = False
+    scale_range: tuple[float, float] = (0.75, 1.25)
+    empty_canvas: bool = False
+    image_key: str = "image"
+    segmentation_key: str = "segmentation"
+    label_map: tuple[int, ...] | None = None
+    objects_key: str = "objects"
+    crowd_key: str = ""
+    id_key: str = "id"
 
     @property
     def channels(self) -> int:
@@ -180,6 +224,85 @@ IMAGENET2012 = DatasetEntry(
     ),
 )
 
+_DIGIT_SCENES: dict = {  # what the two readings of the digit_scenes builder share
+    "tfds_name": "digit_scenes",
+    "splits": {"train": _scenes.TRAIN_SIZE, "test": _scenes.TEST_SIZE},
+    "image_shape": _scenes.IMAGE_SHAPE,
+    "max_value": float(_scenes.MAX_VALUE),
+    "mean": (0.08689243,),
+    "std": (0.22145666,),
+    "embedded": True,
+    "augmentation": "scale_crop",
+    "empty_canvas": True,
+}
+
+DIGIT_SCENES = DatasetEntry(
+    name="digit_scenes", num_classes=_scenes.NUM_CLASSES + 1, kind="segmentation", **_DIGIT_SCENES
+)
+DIGIT_DETECTION = DatasetEntry(
+    name="digit_detection",
+    num_classes=_scenes.NUM_CLASSES,
+    kind="detection",
+    max_boxes=_scenes.MAX_DIGITS,
+    **_DIGIT_SCENES,
+)
+
+# DETR (Carion et al. 2020) feeds COCO with the shorter side 800 (longer at most 1333); fixed-shape
+# batches need one square, so images are fitted into 800 x 800 and padded (`pixel_mask`). The
+# test split has no annotations and is left out, so evaluation must name "validation".
+COCO = DatasetEntry(
+    name="coco",
+    tfds_name="coco/2017",
+    splits={"train": 118_287, "validation": 5_000},
+    num_classes=80,
+    image_shape=None,
+    max_value=255.0,
+    mean=IMAGENET2012.mean,
+    std=IMAGENET2012.std,
+    embedded=False,
+    augmentation="scale_crop",
+    default_image_size=800,
+    kind="detection",
+    max_boxes=100,
+    flip_ok=True,
+    crowd_key="is_crowd",
+    id_key="image/id",
+    prepare_note="; the build downloads about 20 GB from cocodataset.org",
+)
+
+# cityscapesScripts' labels.py: trainId of each label id 0..33 (255: not evaluated). The test
+# split's labels are withheld by the benchmark, so only train and validation are offered.
+_CITYSCAPES_TRAIN_IDS = (
+    (255,) * 7
+    + (0, 1, 255, 255, 2, 3, 4, 255, 255, 255, 5, 255, 6, 7, 8, 9, 10, 11, 12, 13)
+    + (14, 15, 255, 255, 16, 17, 18)
+)
+# SETR (Zheng et al. 2021) trains and evaluates Cityscapes on 768 x 768 crops; mmsegmentation's
+# standard random rescale is 0.5..2.0.
+CITYSCAPES = DatasetEntry(
+    name="cityscapes",
+    tfds_name="cityscapes/semantic_segmentation",
+    splits={"train": 2_975, "validation": 500},
+    num_classes=19,
+    image_shape=(1024, 2048, 3),
+    max_value=255.0,
+    mean=IMAGENET2012.mean,
+    std=IMAGENET2012.std,
+    embedded=False,
+    augmentation="scale_crop",
+    default_image_size=768,
+    kind="segmentation",
+    flip_ok=True,
+    scale_range=(0.5, 2.0),
+    image_key="image_left",
+    segmentation_key="segmentation_label",
+    label_map=_CITYSCAPES_TRAIN_IDS,
+    prepare_note=(
+        "; Cityscapes cannot be downloaded by tfds: first put leftImg8bit_trainvaltest.zip and "
+        "gtFine_trainvaltest.zip from cityscapes-dataset.com in {data_dir}/downloads/manual"
+    ),
+)
+
 _TEXT: dict = {  # the image fields, unused by text datasets
     "num_classes": 0,
     "image_shape": None,
@@ -229,6 +352,13 @@ def _wmt14(source: str, target: str) -> DatasetEntry:
     )
 
 
+KINDS = {  # kind -> how get_entry's error names the group
+    "image": "images",
+    "segmentation": "segmentation",
+    "detection": "detection",
+    "text": "text",
+}
+
 REGISTRY: dict[str, DatasetEntry] = {
     e.name: e
     for e in (
@@ -237,6 +367,10 @@ REGISTRY: dict[str, DatasetEntry] = {
         DISTORTED_DIGITS,
         CIFAR10,
         IMAGENET2012,
+        DIGIT_SCENES,
+        DIGIT_DETECTION,
+        COCO,
+        CITYSCAPES,
         DATES,
         REVERSE,
         _wmt14("de", "en"),
@@ -251,9 +385,10 @@ def get_entry(name: str) -> DatasetEntry:
     try:
         return REGISTRY[name]
     except KeyError:
-        images = sorted(n for n, e in REGISTRY.items() if e.kind == "image")
-        texts = sorted(n for n, e in REGISTRY.items() if e.kind == "text")
+        groups = [
+            f"{', '.join(sorted(n for n, e in REGISTRY.items() if e.kind == kind))} ({label})"
+            for kind, label in KINDS.items()
+        ]
         raise DataConfigError(
-            f"unknown dataset {name!r}; known datasets: {', '.join(images)} (images), "
-            f"{', '.join(texts)} (text)"
+            f"unknown dataset {name!r}; known datasets: {', '.join(groups)}"
         ) from None

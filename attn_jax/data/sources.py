@@ -31,6 +31,7 @@ from tensorflow_datasets.core import constants as tfds_constants
 from tensorflow_datasets.core.utils import tqdm_utils
 
 from attn_jax.data.dates import dates_dataset_builder
+from attn_jax.data.digit_scenes import digit_scenes_dataset_builder
 from attn_jax.data.distorted_digits import distorted_digits_dataset_builder
 from attn_jax.data.errors import DataConfigError, DatasetNotFoundError
 from attn_jax.data.registry import DatasetEntry, get_entry
@@ -38,8 +39,9 @@ from attn_jax.data.reverse import reverse_dataset_builder
 from attn_jax.data.sklearn_digits import sklearn_digits_dataset_builder
 from attn_jax.data.translated_digits import translated_digits_dataset_builder
 
-_EMBEDDED_BUILDERS = {
+_EMBEDDED_BUILDERS = {  # by tfds name: several registry entries may read one builder
     "sklearn_digits": sklearn_digits_dataset_builder.Builder,
+    "digit_scenes": digit_scenes_dataset_builder.Builder,
     "translated_digits": translated_digits_dataset_builder.Builder,
     "distorted_digits": distorted_digits_dataset_builder.Builder,
     "dates": dates_dataset_builder.Builder,
@@ -106,7 +108,7 @@ def _quiet_tfds():
 
 def _embedded_dir(entry: DatasetEntry, data_dir: str) -> Path:
     """The versioned folder of an embedded dataset; tfds renames it into place when complete."""
-    version = _EMBEDDED_BUILDERS[entry.name].VERSION
+    version = _EMBEDDED_BUILDERS[entry.tfds_name].VERSION
     return Path(data_dir) / entry.tfds_name / str(version)
 
 
@@ -122,6 +124,18 @@ def _catalog_state(entry: DatasetEntry, data_dir: str) -> str:
             return "array_record"
         found = "other_format"
     return found
+
+
+def _prepared_version(entry: DatasetEntry, data_dir: str) -> str | None:
+    """The newest version of a catalog dataset prepared as array_record in `data_dir`."""
+    file_prefix = entry.tfds_name.split("/")[0]
+    versions = []
+    for info in (Path(data_dir) / entry.tfds_name).glob("*/dataset_info.json"):
+        if tfds.core.Version.is_valid(info.parent.name) and any(
+            info.parent.glob(f"{file_prefix}-*.array_record-*")
+        ):
+            versions.append(tfds.core.Version(info.parent.name))
+    return str(max(versions)) if versions else None
 
 
 def is_prepared(name: str, data_dir: str | os.PathLike | None = None) -> bool:
@@ -171,9 +185,9 @@ def prepare(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     with open(Path(data_dir) / f".{entry.tfds_name}.prepare.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not is_prepared(name, data_dir):  # another process may have built it meanwhile
-            print(f"preparing {entry.name} in {version_dir}", file=sys.stderr)
+            print(f"preparing {entry.tfds_name} in {version_dir}", file=sys.stderr)
             with _quiet_tfds():
-                builder = _EMBEDDED_BUILDERS[entry.name](
+                builder = _EMBEDDED_BUILDERS[entry.tfds_name](
                     data_dir=data_dir, file_format="array_record"
                 )
                 builder.download_and_prepare(
@@ -192,19 +206,28 @@ def open_source(entry: DatasetEntry, split: str, data_dir: str) -> Sequence[dict
     split_ranges(entry, split)  # a clear error for bad splits before touching any file
     if entry.embedded:
         prepare(entry.name, data_dir)
-        builder = _EMBEDDED_BUILDERS[entry.name](data_dir=data_dir)
+        builder = _EMBEDDED_BUILDERS[entry.tfds_name](data_dir=data_dir)
         return builder.as_data_source(split=split)
     decoders = {"image": tfds.decode.SkipDecoding()} if entry.decode_with_pil else None
     if entry.tfds_name in _CATALOG_MODULES:
         importlib.import_module(_CATALOG_MODULES[entry.tfds_name])
+    name = entry.tfds_name
+    version = _prepared_version(entry, data_dir)
+    if version is not None:
+        # With a version, tfds builds the reader from the prepared files; without, from the
+        # builder's code, and some builders' code (coco's `_info`) needs TensorFlow.
+        name = f"{name}:{version}"
     try:
         with _quiet_tfds():
             return tfds.data_source(
-                entry.tfds_name, split=split, data_dir=data_dir, download=False, decoders=decoders
+                name, split=split, data_dir=data_dir, download=False, decoders=decoders
             )
-    except (RuntimeError, AssertionError, OSError) as e:
+    except (RuntimeError, AssertionError, OSError, ImportError) as e:
         # tfds reports a missing dataset as an unsupported file format (a RuntimeError subclass)
-        # or a missing file, hence our own message.
+        # or a missing file, hence our own message; without prepared files it falls back to the
+        # builder's code, which may need TensorFlow (coco).
+        if isinstance(e, ImportError) and version is not None:
+            raise
         raise _not_found(entry, data_dir) from e
 
 
