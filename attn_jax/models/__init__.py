@@ -27,6 +27,7 @@ from attn_jax.models.seq2seq import (
     bahdanau_kwargs,
     seq2seq_kwargs,
 )
+from attn_jax.models.setr import SETR, SETR_VARIANTS, setr_kwargs
 from attn_jax.models.stn import STN, stn_kwargs
 from attn_jax.models.swin import SWIN_VARIANTS, Swin, swin_kwargs
 from attn_jax.models.transformer import (
@@ -56,6 +57,7 @@ MODELS: dict[str, ModelEntry] = {
     "transformer": ModelEntry(Transformer, transformer_kwargs),
     "resnet": ModelEntry(ResNet, resnet_kwargs),
     "swin": ModelEntry(Swin, swin_kwargs),
+    "setr": ModelEntry(SETR, setr_kwargs),
     "ram": ModelEntry(RAM, ram_kwargs),
     "feature_select": ModelEntry(FeatureSelectMLP, feature_select_kwargs),
 }
@@ -126,6 +128,9 @@ def count_params(params: Any) -> int:
 
 
 __all__ = [
+    "SETR",
+    "SETR_VARIANTS",
+    "setr_kwargs",
     "SWIN_VARIANTS",
     "Swin",
     "swin_kwargs",

@@ -7,9 +7,15 @@ from collections.abc import Mapping
 
 from attn_jax.tasks.classification import Classification
 from attn_jax.tasks.reinforce import Reinforce
+from attn_jax.tasks.segmentation import Segmentation
 from attn_jax.tasks.seq2seq import Seq2SeqTask
 
-TASKS = {"classification": Classification, "seq2seq": Seq2SeqTask, "reinforce": Reinforce}
+TASKS = {
+    "classification": Classification,
+    "seq2seq": Seq2SeqTask,
+    "reinforce": Reinforce,
+    "segmentation": Segmentation,
+}
 
 
 def build_task(task_cfg: Mapping, *, num_classes: int):
