@@ -5,15 +5,34 @@ Polosukhin 2017, "Attention Is All You Need" (NeurIPS 2017), sec. 3.5:
     PE(pos, 2i + 1) = cos(pos / 10000^(2i / d_model))
 
 Channels are INTERLEAVED as in the paper (sin on even channels, cos on odd ones). tensor2tensor,
-fairseq, DETR and MAE concatenate [sin | cos] instead; the two differ by a fixed permutation of the
+fairseq and MAE concatenate [sin | cos] instead; the two differ by a fixed permutation of the
 channels, which a model learns around, but they are not equal as arrays, so weights trained with
 one do not load into the other.
 
 The encoding is a constant, not a parameter: it is added to the (scaled) token embeddings,
 X = S + P.
+
+The 2D sine encoding of DETR (Carion, Massa, Synnaeve, Usunier, Kirillov, Zagoruyko 2020,
+"End-to-End Object Detection with Transformers", ECCV 2020, sec. 3.2 and appendix A.3),
+`sine_position_encoding_2d`, applies the same formula to each image axis separately, with the
+position of a pixel counted over the real (non-padded) pixels of its column (y) and row (x):
+
+    y = cumsum of the mask down the column,  x = cumsum of the mask along the row  (1-based)
+    normalize:  y <- y / (y_last + 1e-6) * scale,  x <- x / (x_last + 1e-6) * scale
+    E_y[2i] = sin(y / T^(2i / F)),  E_y[2i + 1] = cos(y / T^(2i / F))   (F = num_pos_feats)
+    output = [E_y | E_x]  (2F channels: the y encoding first, then the x encoding)
+
+with y_last / x_last the count of real pixels in that column / row, so that the last real
+row and column sit at `scale` (2 pi) and the encoding does not depend on how much padding the
+batch needed. Within each axis the channels are interleaved sin/cos as in DETR's official
+PositionEmbeddingSine (which stacks the sines of the even channels with the cosines of the odd
+ones and flattens), and the two axes are concatenated y first, so DETR checkpoints' learned
+weights see the same channel order.
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -49,4 +68,58 @@ def sinusoidal_position_encoding(
     return table.astype(dtype)
 
 
-__all__ = ["sinusoidal_position_encoding"]
+def sine_position_encoding_2d(
+    pixel_mask: jax.Array,
+    num_pos_feats: int = 128,
+    temperature: float = 10_000.0,
+    normalize: bool = True,
+    scale: float = 2 * math.pi,
+) -> jax.Array:
+    """DETR's 2D sine encoding of a (padded) image grid (module docstring).
+
+    Args:
+      pixel_mask: bool [B, H, W], True where the pixel (or feature-map cell) is real, False on
+        padding. This is the opposite polarity of DETR's `NestedTensor.mask` (True = padding).
+      num_pos_feats: F, the channels per axis (even); DETR uses d_model / 2 = 128.
+      temperature: T, the 10000 of the sinusoid's wavelengths.
+      normalize: divide the positions by the real extent of their row/column and multiply by
+        `scale` (DETR's default), so that positions run over (0, scale].
+      scale: the extent of the normalized positions (used only with `normalize`).
+
+    Returns:
+      float32 [B, H, W, 2F]: channels [0, F) encode y, [F, 2F) encode x, each interleaved
+      sin(c0), cos(c0), sin(c1), cos(c1), ... Padded cells get values too (their cumsum stops
+      growing); attention masks them out as keys.
+
+    Raises:
+      ValueError: a mask that is not [B, H, W], or an odd num_pos_feats.
+    """
+    if pixel_mask.ndim != 3:
+        raise ValueError(
+            f"sine_position_encoding_2d expects a pixel mask [B, H, W]; got shape "
+            f"{pixel_mask.shape}"
+        )
+    if num_pos_feats % 2:
+        raise ValueError(
+            f"sine_position_encoding_2d needs an even num_pos_feats (sin/cos pairs); got "
+            f"{num_pos_feats}"
+        )
+    real = pixel_mask.astype(jnp.float32)
+    y = jnp.cumsum(real, axis=1)  # [B, H, W], 1-based row index among the real rows
+    x = jnp.cumsum(real, axis=2)
+    if normalize:
+        eps = 1e-6  # DETR's; keeps an all-padding column finite (0 / eps = 0)
+        y = y / (y[:, -1:, :] + eps) * scale
+        x = x / (x[:, :, -1:] + eps) * scale
+    channel = jnp.arange(num_pos_feats)
+    # Channels 2i and 2i + 1 share the wavelength T^(2i / F).
+    inv_freq = 1.0 / jnp.power(temperature, (channel - channel % 2) / num_pos_feats)
+
+    def encode(pos: jax.Array) -> jax.Array:
+        angle = pos[..., None] * inv_freq  # [B, H, W, F]
+        return jnp.where(channel % 2 == 0, jnp.sin(angle), jnp.cos(angle))
+
+    return jnp.concatenate([encode(y), encode(x)], axis=-1)
+
+
+__all__ = ["sine_position_encoding_2d", "sinusoidal_position_encoding"]

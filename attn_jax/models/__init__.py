@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from attn_jax.models.cnn import CNN, MLP, cnn_kwargs, mlp_kwargs
+from attn_jax.models.detr import DETR, DETR_VARIANTS, detr_kwargs
 from attn_jax.models.feature_select import FeatureSelectMLP, feature_select_kwargs
 from attn_jax.models.ram import RAM, RAM_VARIANTS, ram_kwargs, ram_param_count
 from attn_jax.models.resnet import RESNET_VARIANTS, ResNet, resnet_kwargs
@@ -57,6 +58,7 @@ MODELS: dict[str, ModelEntry] = {
     "transformer": ModelEntry(Transformer, transformer_kwargs),
     "resnet": ModelEntry(ResNet, resnet_kwargs),
     "swin": ModelEntry(Swin, swin_kwargs),
+    "detr": ModelEntry(DETR, detr_kwargs),
     "setr": ModelEntry(SETR, setr_kwargs),
     "ram": ModelEntry(RAM, ram_kwargs),
     "feature_select": ModelEntry(FeatureSelectMLP, feature_select_kwargs),
@@ -128,6 +130,9 @@ def count_params(params: Any) -> int:
 
 
 __all__ = [
+    "DETR",
+    "DETR_VARIANTS",
+    "detr_kwargs",
     "SETR",
     "SETR_VARIANTS",
     "setr_kwargs",

@@ -26,11 +26,14 @@ Stages are numbered from 1 (torchvision's layer1..layer4, the paper's conv2_x..c
 
 Normalisation: the trainer keeps no mutable `batch_stats`, so the norm layer is a factory chosen by
 `norm`: "group" (Wu & He 2018, "Group Normalization", stateless, the default for training here),
-"frozen_batch" (a batch norm with fixed statistics, as DETR's backbone uses: y = (x - mean) /
-sqrt(var + eps) * scale + bias with mean/var read from the 'batch_stats' collection when one is
-supplied, e.g. by a checkpoint converter, and an affine layer otherwise) or "none". Each carries one
-scale and one bias per channel, so the parameter counts are those of the batch-norm ResNets:
-ResNet-50 has 25,557,032 parameters at 1000 classes (`PUBLISHED_PARAMS`, asserted in the tests).
+"frozen_batch" (a batch norm whose statistics AND affine terms are frozen, as DETR's backbone
+uses: y = (x - mean) / sqrt(var + eps) * scale + bias, all four vectors constants of the
+'batch_stats' collection that a checkpoint converter fills; without them, as in the trainer, which
+keeps only 'params', the layer is the identity) or "none". A group norm carries one trainable scale
+and bias per channel, so its parameter counts are those of the batch-norm ResNets: ResNet-50 has
+25,557,032 parameters at 1000 classes (`PUBLISHED_PARAMS`, asserted in the tests). A frozen batch
+norm has no parameters (DETR's reference keeps them as buffers, which parameter counts exclude):
+ResNet-50 with it has 25,557,032 - 53,120 = 25,503,912.
 
 The model returns (logits, aux) with aux["stem"], aux["stage1"]..aux["stageN"] (the feature maps a
 detection or segmentation head reads) and aux["pre_logits"] (the pooled features).
@@ -112,10 +115,13 @@ class GroupNorm(nn.Module):
 
 
 class FrozenBatchNorm(nn.Module):
-    """Batch norm with fixed statistics: (x - mean) / sqrt(var + eps) * scale + bias.
+    """Frozen batch norm: (x - mean) / sqrt(var + eps) * scale + bias, none of it trained.
 
-    mean and var are read from the 'batch_stats' collection when the caller supplies one (a
-    converted checkpoint); without it the layer is the affine map x * scale + bias.
+    The four per-channel vectors are constants, not parameters: they live in the 'batch_stats'
+    collection (`scale`, `bias`, `mean`, `var`), where a converted checkpoint puts them. `init`
+    creates them with a fresh batch norm's values (scale from `scale_init`, bias 0, mean 0,
+    var 1) so that their tree is known; applied without a 'batch_stats' collection the layer is
+    the identity.
     """
 
     epsilon: float = 1e-5
@@ -125,14 +131,20 @@ class FrozenBatchNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        channels = x.shape[-1]
-        scale = self.param("scale", self.scale_init, (channels,), self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros_init(), (channels,), self.param_dtype)
-        y = x.astype(jnp.float32)
-        if self.has_variable("batch_stats", "mean"):
-            mean = self.get_variable("batch_stats", "mean")
-            var = self.get_variable("batch_stats", "var")
-            y = (y - mean) * jax.lax.rsqrt(var + self.epsilon)
+        if not (self.is_initializing() or self.has_variable("batch_stats", "scale")):
+            return x
+        shape = (x.shape[-1],)
+
+        def constant(name: str, init: Callable[..., jax.Array]) -> jax.Array:
+            # A fixed key: the constants' initial values must not depend on the params stream.
+            make = lambda: init(jax.random.key(0), shape, self.param_dtype)  # noqa: E731
+            return self.variable("batch_stats", name, make).value
+
+        scale = constant("scale", self.scale_init)
+        bias = constant("bias", nn.initializers.zeros_init())
+        mean = constant("mean", nn.initializers.zeros_init())
+        var = constant("var", nn.initializers.ones_init())
+        y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + self.epsilon)
         return (y * scale + bias).astype(self.dtype or x.dtype)
 
 
@@ -269,7 +281,8 @@ class ResNet(nn.Module):
       width: channels of the stem and of the first stage's 3x3 convolutions (64 in the paper).
       stem: "imagenet" (7x7/2 convolution and 3x3/2 max-pool) or "small" (one 3x3/1 convolution,
         no pooling: the CIFAR form for small images).
-      norm: "group", "frozen_batch" or "none" (module doc).
+      norm: "group", "frozen_batch" (no parameters; constants in 'batch_stats') or "none"
+        (module doc).
       norm_groups: groups of the group norm (gcd with the channels is taken).
       norm_epsilon: epsilon of the norms.
       zero_init_residual: start each block's last norm scale at zero.

@@ -44,11 +44,14 @@ def test_se_adds_one_block_per_residual_block():
     assert extra == PUBLISHED_PARAMS["se_resnet50"] - PUBLISHED_PARAMS["resnet50"] == 2_530_992
 
 
-def test_frozen_batch_norm_keeps_the_count():
+def test_frozen_batch_norm_has_no_parameters_only_constants():
     model = build_model(
         dict(name="resnet", variant="resnet50", num_classes=1000, norm="frozen_batch")
     )
-    assert count_params(_abstract_params(model, (1, 224, 224, 3))) == PUBLISHED_PARAMS["resnet50"]
+    variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+    # The 26,560 normalised channels of ResNet-50 each lose a scale and a bias (DETR's buffers).
+    assert count_params(variables["params"]) == PUBLISHED_PARAMS["resnet50"] - 53_120
+    assert count_params(variables["batch_stats"]) == 4 * 26_560
 
 
 def test_stage_outputs_of_the_imagenet_backbone():
@@ -135,15 +138,21 @@ def test_aa_stages_replace_the_3x3_convolutions():
     assert logits.shape == (2, 10)
 
 
-def test_frozen_batch_norm_uses_supplied_statistics():
+def test_frozen_batch_norm_uses_supplied_constants_and_is_identity_without():
     x = jax.random.normal(jax.random.key(0), (2, 3, 3, 4))
     layer = FrozenBatchNorm()
-    params = layer.init(jax.random.key(1), x)["params"]
-    params = {"scale": jnp.arange(1.0, 5.0), "bias": jnp.full((4,), 0.5)}
-    np.testing.assert_allclose(layer.apply({"params": params}, x), x * params["scale"] + 0.5)
-    stats = {"mean": jnp.full((4,), 2.0), "var": jnp.full((4,), 3.0)}
-    out = layer.apply({"params": params, "batch_stats": stats}, x)
-    expected = (x - 2.0) / np.sqrt(3.0 + 1e-5) * params["scale"] + 0.5
+    variables = layer.init(jax.random.key(1), x)
+    assert "params" not in variables
+    assert set(variables["batch_stats"]) == {"scale", "bias", "mean", "var"}
+    np.testing.assert_array_equal(layer.apply({}, x), x)
+    stats = {
+        "scale": jnp.arange(1.0, 5.0),
+        "bias": jnp.full((4,), 0.5),
+        "mean": jnp.full((4,), 2.0),
+        "var": jnp.full((4,), 3.0),
+    }
+    out = layer.apply({"batch_stats": stats}, x)
+    expected = (x - 2.0) / np.sqrt(3.0 + 1e-5) * stats["scale"] + 0.5
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
 
 

@@ -81,3 +81,93 @@ def test_noam_schedule_is_the_papers_eq_3():
     peak = float(schedule(3999))
     assert abs(peak - 512**-0.5 * 4000**-0.5) < 1e-9  # the maximum, at n = warmup
     assert float(schedule(3998)) < peak and float(schedule(4000)) < peak
+
+
+# -- learning-rate multipliers and freezing (DETR's backbone recipe) -----------------------------
+TREE = {
+    "backbone": {
+        "stem_conv": {"kernel": jnp.ones((3, 4))},
+        "stage1_block0": {"kernel": jnp.ones((4, 4)), "bias": jnp.ones((4,))},
+        "stage2_block0": {"kernel": jnp.ones((4, 4))},
+    },
+    "head": {"kernel": jnp.ones((4, 2)), "bias": jnp.ones((2,))},
+}
+FREEZE = {"backbone": 0.1, "backbone/stem": 0.0, "backbone/stage1": 0.0}
+ADAMW = {"name": "adamw", "lr": 0.1, "weight_decay": 0.5, "schedule": "constant"}
+
+
+def _step(cfg, grads=None):
+    tx, _ = make_optimizer(cfg, total_steps=10)
+    state = tx.init(TREE)
+    grads = grads or jax.tree_util.tree_map(lambda p: jnp.full_like(p, 0.3), TREE)
+    updates, state = tx.update(grads, state, TREE)
+    return updates, state
+
+
+def test_frozen_parameters_get_no_update_and_no_optimizer_state():
+    updates, state = _step(dict(ADAMW, lr_multipliers=FREEZE))
+    frozen = [updates["backbone"]["stem_conv"], updates["backbone"]["stage1_block0"]]
+    for leaf in jax.tree_util.tree_leaves(frozen):
+        np.testing.assert_array_equal(leaf, 0.0)
+    assert float(jnp.abs(updates["backbone"]["stage2_block0"]["kernel"]).min()) > 0
+    # Adam keeps mu and nu for the 16 + 10 trainable scalars only (plus scalar step counts).
+    state_size = sum(x.size for x in jax.tree_util.tree_leaves(state) if x.ndim > 0)
+    assert state_size == 2 * (16 + 10)
+
+
+def test_a_multiplier_scales_the_whole_adamw_update():
+    base, _ = _step(ADAMW)
+    scaled, _ = _step(dict(ADAMW, lr_multipliers=FREEZE))
+    # The longest prefix wins: stage 2 is under "backbone" only, so its update (Adam step and
+    # decoupled weight decay alike) is a tenth; the head keeps factor 1.
+    np.testing.assert_allclose(
+        scaled["backbone"]["stage2_block0"]["kernel"],
+        0.1 * base["backbone"]["stage2_block0"]["kernel"],
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(scaled["head"]["kernel"], base["head"]["kernel"], rtol=1e-6)
+
+
+def test_frozen_gradients_take_no_share_of_the_clipped_norm():
+    cfg = dict(ADAMW, name="sgd", momentum=0.0, weight_decay=0.0, grad_clip_norm=1.0)
+    grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 0.1), TREE)
+    huge = dict(
+        grads, backbone=dict(grads["backbone"], stem_conv={"kernel": jnp.full((3, 4), 1e3)})
+    )
+    clipped, _ = _step(dict(cfg, lr_multipliers={"backbone/stem": 0.0}), huge)
+    plain, _ = _step(dict(cfg, lr_multipliers={"backbone/stem": 0.0}), grads)
+    # The 46 trainable gradients have norm 0.68 < 1: unclipped, whatever the frozen one holds.
+    np.testing.assert_allclose(clipped["head"]["bias"], plain["head"]["bias"], rtol=1e-6)
+    np.testing.assert_allclose(clipped["head"]["bias"], -0.1 * 0.1, rtol=1e-6)
+
+
+def test_unknown_pattern_is_a_one_line_error_naming_it():
+    from attn_jax.config import ConfigError
+
+    tx, _ = make_optimizer(dict(ADAMW, lr_multipliers={"backbone/stemm": 0.0}), 10)
+    with pytest.raises(ConfigError, match="'backbone/stemm' matches no parameter") as err:
+        tx.init(TREE)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="number >= 0"):
+        make_optimizer(dict(ADAMW, lr_multipliers={"head": -1.0}), 10)
+
+
+def test_trainable_count_and_weight_decay_on_all_parameters():
+    from attn_jax.train.optim import trainable_param_count
+
+    assert trainable_param_count({"lr_multipliers": FREEZE}, TREE) == 16 + 10
+    assert trainable_param_count({}, TREE) == 12 + 16 + 4 + 16 + 10
+    # With zero gradients only the decay moves parameters: "all" reaches the biases too.
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, TREE)
+    kernels_only, _ = _step(ADAMW, zeros)
+    everything, _ = _step(dict(ADAMW, weight_decay_mask="all"), zeros)
+    np.testing.assert_array_equal(kernels_only["head"]["bias"], 0.0)
+    np.testing.assert_allclose(everything["head"]["bias"], -0.1 * 0.5, rtol=1e-6)
+
+
+def test_step_schedule_drops_the_rate_once():
+    _, sched = make_optimizer(
+        {"name": "adamw", "lr": 1e-4, "schedule": "step", "lr_drop_fraction": 2 / 3}, 300
+    )
+    assert float(sched(0)) == pytest.approx(1e-4) and float(sched(199)) == pytest.approx(1e-4)
+    assert float(sched(200)) == pytest.approx(1e-5) and float(sched(299)) == pytest.approx(1e-5)
