@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Mapping
 
 from attn_jax.tasks.classification import Classification
+from attn_jax.tasks.detection import Detection
 from attn_jax.tasks.reinforce import Reinforce
 from attn_jax.tasks.segmentation import Segmentation
 from attn_jax.tasks.seq2seq import Seq2SeqTask
@@ -15,6 +16,7 @@ TASKS = {
     "seq2seq": Seq2SeqTask,
     "reinforce": Reinforce,
     "segmentation": Segmentation,
+    "detection": Detection,
 }
 
 

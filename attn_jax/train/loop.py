@@ -147,10 +147,24 @@ def make_train_step(model, task, tx, schedule, mesh, state_sharding, *, microbat
     )
 
 
+def _evaluates_on_host(task) -> bool:
+    return hasattr(task, "eval_outputs") and hasattr(task, "finalize_outputs")
+
+
 def make_eval_step(model, task, mesh, params_sharding):
+    """step(params, batch, sums) -> sums + the batch's `task.eval_sums`.
+
+    A task whose metrics need every prediction on the host (COCO AP) also defines
+    `eval_outputs(model, params, batch) -> dict of arrays` and `finalize_outputs(outputs, sums)`;
+    the step then returns (sums, outputs), the outputs replicated so that every process holds
+    those of the whole global batch.
+    """
+    host = _evaluates_on_host(task)
+
     def step(params, batch, sums):
         new = task.eval_sums(model, params, batch)
-        return jax.tree_util.tree_map(jnp.add, sums, new)
+        sums = jax.tree_util.tree_map(jnp.add, sums, new)
+        return (sums, task.eval_outputs(model, params, batch)) if host else sums
 
     return jax.jit(
         step,
@@ -163,8 +177,9 @@ def make_eval_step(model, task, mesh, params_sharding):
 def evaluate_split(
     eval_step, model, task, params, batches: Iterator[Mapping[str, np.ndarray]], mesh
 ):
-    """One full pass; sums stay on the device until the end."""
-    sums = None
+    """One full pass; sums (and host outputs) stay on the device until the end."""
+    host = _evaluates_on_host(task)
+    sums, outputs = None, []
     for batch in batches:
         batch = shard_lib.to_global(batch, shard_lib.batch_sharding(mesh))
         if sums is None:
@@ -173,7 +188,14 @@ def evaluate_split(
                 jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), zeros),
                 shard_lib.replicated(mesh),
             )
-        sums = eval_step(params, batch, sums)
+        if host:
+            sums, out = eval_step(params, batch, sums)
+            outputs.append(out)
+        else:
+            sums = eval_step(params, batch, sums)
+    if host:
+        # Padded examples (mask False) are still in the outputs: finalize_outputs drops them.
+        return task.finalize_outputs(jax.device_get(outputs), jax.device_get(sums))
     return task.finalize(jax.device_get(sums))
 
 
@@ -405,9 +427,13 @@ def info(config: ml_collections.ConfigDict) -> dict[str, Any]:
     cost = lowered.cost_analysis() or {}
     if isinstance(cost, list):
         cost = cost[0] if cost else {}
+    from attn_jax.train.optim import trainable_param_count
+
     return {
         "experiment": config.get("experiment", ""),
         "params": count_params(params),
+        # Fewer than "params" where optim.lr_multipliers freezes some (a factor of 0).
+        "trainable_params": trainable_param_count(config.optim, params),
         "flops": float(cost.get("flops", float("nan"))),
         "inputs": [[list(x.shape[1:]), str(x.dtype)] for x in inputs],
         "total_steps": exp.total_steps,

@@ -1,0 +1,457 @@
+"""Set prediction for object detection: Carion, Massa, Synnaeve, Usunier, Kirillov and Zagoruyko
+(2020), "End-to-End Object Detection with Transformers" (DETR), ECCV 2020, sec. 3.1 and app. A.2.
+
+The model predicts a fixed set of Q (class, box) pairs; the ground truth of an image is a set of
+N <= Q objects padded with "no object" (class index K, the last logit). Training first finds the
+permutation sigma of the predictions with the lowest matching cost (eq. 1, the Hungarian
+algorithm),
+
+    cost(i, j) = -w_class p_i(c_j) + w_L1 |b_i - b_j|_1 - w_giou GIoU(b_i, b_j),
+
+with the probability p (not its log: the terms then have comparable ranges, detr #390) and
+weights (1, 5, 2), then minimizes the Hungarian loss (eq. 2) of the matched pairs:
+
+    L = sum_i [ -w_i log p_sigma(i)(c_i) ] / sum_i w_i
+        + 1{c_i != no object} (5 |b_i - b_sigma(i)|_1 + 2 (1 - GIoU(b_i, b_sigma(i)))) / N_boxes.
+
+The cross-entropy covers every query, weighted w = 0.1 (eos_coef) for no-object targets and 1
+otherwise, and is normalized by the sum of the weights (a weighted mean, as the official code's
+`F.cross_entropy(weight=...)`: 3 objects among 100 queries give 3 + 97 * 0.1 = 12.7, not 100).
+The box terms are summed over matched pairs and divided by the number of real boxes in the whole
+global batch (clamped at 1; the official code all-reduces that count over GPUs). Here the
+cross-entropy's weighted mean is also taken over the global batch, where the official code takes
+it per GPU: the loss then does not depend on the number of devices. With micro-batches
+(`microbatches` > 1) both means are per micro-batch. With auxiliary decoding losses (app. A.2)
+every decoder layer's predictions are matched afresh and add the same loss.
+
+Matching runs on the host (scipy's linear_sum_assignment) through `jax.pure_callback`, inside the
+one jitted train step. The loss is written on the global batch, so the callback receives the
+cost matrices of all images at once, gathered to the first device (across processes too) and its
+result broadcast back: matching is per image, so this gives exactly the per-shard result, the
+matrices are small ([L * B, Q, N] floats) and the task needs no mesh. Compiling over several
+devices, XLA logs "Involuntary full rematerialization" for that gather; it is this one, and meant.
+Boxes are normalized (cx, cy, w, h) relative to the unpadded image.
+
+Evaluation reports the loss (from sums over the split) and COCO AP of the post-processed
+predictions (eval/coco.py), through the trainer's host-side hook `eval_outputs` /
+`finalize_outputs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from attn_jax import boxes as box_ops
+from attn_jax.eval.coco import coco_detection_metrics
+
+# Stands in for NaN/inf costs (a diverged model): the assignment then still exists and the loss,
+# not a crash inside the callback, shows the divergence.
+_LARGE_COST = 1e8
+_BATCH_KEYS = ("image", "pixel_mask", "boxes", "labels", "box_mask", "mask")
+
+
+# -- matching -------------------------------------------------------------------------------------
+def _match_on_host(cost: np.ndarray, target_valid: np.ndarray) -> np.ndarray:
+    cost = np.nan_to_num(np.asarray(cost, np.float64), nan=_LARGE_COST, posinf=_LARGE_COST)
+    cost = np.maximum(cost, -_LARGE_COST)
+    target_valid = np.asarray(target_valid, bool)
+    matched = np.full(target_valid.shape, -1, np.int32)
+    for i in range(cost.shape[0]):
+        targets = np.flatnonzero(target_valid[i])
+        if targets.size:
+            queries, picked = linear_sum_assignment(cost[i][:, targets])
+            matched[i, targets[picked]] = queries
+    return matched
+
+
+def hungarian_match(cost: jax.Array, target_valid: jax.Array) -> jax.Array:
+    """The minimum-cost one-to-one assignment of targets to queries, per image.
+
+    Works eagerly and under jit (a `jax.pure_callback` with static shapes); the cost is taken
+    through `stop_gradient`, as the official matcher runs under no_grad.
+
+    Args:
+      cost: [B, Q, N] cost of predicting target n with query q.
+      target_valid: [B, N] bool, False for padding.
+
+    Returns:
+      [B, N] int32: the query matched to each target; -1 for padded targets (and for real ones
+      left over when an image has more targets than queries).
+    """
+    b, _, n = cost.shape
+    return jax.pure_callback(
+        _match_on_host,
+        jax.ShapeDtypeStruct((b, n), jnp.int32),
+        jax.lax.stop_gradient(cost).astype(jnp.float32),
+        target_valid.astype(bool),
+        vmap_method="sequential",
+    )
+
+
+# -- post-processing ------------------------------------------------------------------------------
+def postprocess(
+    logits: jax.Array, boxes: jax.Array, orig_size: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Detections in the original image, as DETR's PostProcess makes them for COCO evaluation.
+
+    Args:
+      logits: [B, Q, K + 1] class logits, the last one "no object".
+      boxes: [B, Q, 4] normalized (cx, cy, w, h).
+      orig_size: [B, 2] (height, width) of the original images.
+
+    Returns:
+      scores [B, Q] (the highest probability of a real class, the softmax taken over all K + 1),
+      labels [B, Q] (its class) and boxes [B, Q, 4] (x0, y0, x1, y1) in original-image pixels.
+    """
+    prob = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., :-1]
+    scores = prob.max(-1)
+    labels = prob.argmax(-1).astype(jnp.int32)
+    pixels = box_ops.to_pixels(box_ops.cxcywh_to_xyxy(boxes.astype(jnp.float32)), orig_size)
+    return scores, labels, pixels
+
+
+# -- the task -------------------------------------------------------------------------------------
+class Detection:
+    """Hungarian matching, the set loss and COCO evaluation for DETR-style models.
+
+    The model is called as `model.apply({"params": p}, image, pixel_mask, train=...)` and returns
+    ({"logits": [B, Q, K + 1], "boxes": [B, Q, 4] normalized cxcywh}, aux), with
+    aux["layer_logits"] [L, B, Q, K + 1] and aux["layer_boxes"] [L, B, Q, 4] for all L decoder
+    layers (the last equal to the output) when `aux_loss` is on.
+
+    Args:
+      num_classes: K; class index K means "no object" (COCO: K = 91, the largest id + 1).
+      eos_coef: cross-entropy weight of no-object targets (0.1).
+      class_cost, bbox_cost, giou_cost: matching-cost weights (1, 5, 2).
+      ce_weight, bbox_weight, giou_weight: loss weights (1, 5, 2).
+      aux_loss: add the loss of every decoder layer, each matched afresh (app. A.2).
+      class_names: names of the classes for figures (index = class id); default: the ids.
+      plot_threshold: figures show predictions scoring above it (else the top three).
+
+    Evaluation metrics: "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
+    "ARs", "ARm", "ARl" (COCO, in [0, 1]), "loss", "loss_ce", "loss_bbox", "loss_giou",
+    "accuracy", "cardinality_error". The best checkpoint is chosen by the config's
+    `target_metric`: "<eval split>/AP" (or ".../AP50") with `target_mode` "max".
+    """
+
+    target_metrics = ("AP", "AP50", "loss")
+    curve_metrics = ("loss", "accuracy", "AP", "AP50", "loss_bbox", "loss_giou")
+
+    def __init__(
+        self,
+        num_classes: int,
+        eos_coef: float = 0.1,
+        class_cost: float = 1.0,
+        bbox_cost: float = 5.0,
+        giou_cost: float = 2.0,
+        ce_weight: float = 1.0,
+        bbox_weight: float = 5.0,
+        giou_weight: float = 2.0,
+        aux_loss: bool = True,
+        class_names: Sequence[str] | None = None,
+        plot_threshold: float = 0.5,
+    ):
+        if int(num_classes) < 1:
+            raise ValueError(f"task.num_classes must be >= 1, got {num_classes}")
+        weights = dict(
+            eos_coef=eos_coef,
+            class_cost=class_cost,
+            bbox_cost=bbox_cost,
+            giou_cost=giou_cost,
+            ce_weight=ce_weight,
+            bbox_weight=bbox_weight,
+            giou_weight=giou_weight,
+        )
+        for name, value in weights.items():
+            if not float(value) >= 0:
+                raise ValueError(f"task.{name} must be >= 0, got {value}")
+        self.num_classes = int(num_classes)
+        self.eos_coef = float(eos_coef)
+        self.costs = (float(class_cost), float(bbox_cost), float(giou_cost))
+        self.weights = (float(ce_weight), float(bbox_weight), float(giou_weight))
+        self.aux_loss = bool(aux_loss)
+        self.class_names = list(class_names) if class_names is not None else None
+        self.plot_threshold = float(plot_threshold)
+
+    @staticmethod
+    def init_inputs(spec) -> tuple[jax.ShapeDtypeStruct, ...]:
+        """The model's arguments for one example: an image and its pixel mask."""
+        h, w, _ = spec.image_shape
+        return (
+            jax.ShapeDtypeStruct((1, *spec.image_shape), jnp.float32),
+            jax.ShapeDtypeStruct((1, h, w), jnp.bool_),
+        )
+
+    # -- the set loss ----------------------------------------------------------------------------
+    def _predictions(self, model, params, batch, rng=None, train=False):
+        missing = [k for k in _BATCH_KEYS if k not in batch]
+        if missing:
+            raise ValueError(f"detection batches need {missing}; use a dataset of kind 'detection'")
+        rngs = {"dropout": rng} if rng is not None else {}
+        outputs, aux = model.apply(
+            {"params": params}, batch["image"], batch["pixel_mask"], train=train, rngs=rngs
+        )
+        if outputs["logits"].shape[-1] != self.num_classes + 1:
+            raise ValueError(
+                f"the model predicts {outputs['logits'].shape[-1]} classes but the task has "
+                f"num_classes={self.num_classes} + no-object; set the model's num_classes to "
+                f"{self.num_classes}"
+            )
+        if not self.aux_loss:
+            return outputs, outputs["logits"][None], outputs["boxes"][None]
+        if "layer_logits" not in aux or "layer_boxes" not in aux:
+            raise ValueError(
+                "task.aux_loss needs the model's aux['layer_logits'] and aux['layer_boxes']; "
+                "set task.aux_loss=False or enable the model's auxiliary outputs"
+            )
+        return outputs, aux["layer_logits"], aux["layer_boxes"]
+
+    def loss_terms(
+        self, layer_logits: jax.Array, layer_boxes: jax.Array, batch: dict[str, jax.Array]
+    ) -> dict[str, jax.Array]:
+        """Matches every layer's predictions and returns the loss's sums, before normalizing.
+
+        Args:
+          layer_logits: [L, B, Q, K + 1].
+          layer_boxes: [L, B, Q, 4] normalized cxcywh.
+          batch: with "boxes" [B, N, 4], "labels" [B, N], "box_mask" [B, N], "mask" [B].
+
+        Returns:
+          Per layer [L]: "ce" (weighted cross-entropy sum), "ce_weight" (its weight sum),
+          "l1" and "giou" (sums of L1 distance and 1 - GIoU over matched pairs); and scalars
+          "num_boxes" (real targets), "correct" / "matched" (matched queries of the last layer
+          whose argmax class is right / all of them), "cardinality" (sum over real images of
+          |predicted objects - targets| of the last layer), "count" (real images).
+        """
+        logits = layer_logits.astype(jnp.float32)
+        pred = layer_boxes.astype(jnp.float32)
+        n_layers, b, q, c = logits.shape
+        no_object = c - 1
+        example = batch["mask"].astype(bool)
+        valid = batch["box_mask"].astype(bool) & example[:, None]  # [B, N]
+        labels = batch["labels"].astype(jnp.int32)
+        target = batch["boxes"].astype(jnp.float32)
+        target_xyxy = box_ops.cxcywh_to_xyxy(target)
+
+        # Matching costs, from the predictions without gradient: [L, B, Q, N].
+        prob = jax.nn.softmax(jax.lax.stop_gradient(logits), axis=-1)
+        cost_class = -jnp.einsum("lbqc,bnc->lbqn", prob, jax.nn.one_hot(labels, c))
+        fixed = jax.lax.stop_gradient(pred)
+        cost_l1 = jnp.abs(fixed[:, :, :, None, :] - target[None, :, None, :, :]).sum(-1)
+        cost_giou = -box_ops.pairwise_generalized_iou(
+            box_ops.cxcywh_to_xyxy(fixed), target_xyxy[None]
+        )
+        w_class, w_l1, w_giou = self.costs
+        cost = w_class * cost_class + w_l1 * cost_l1 + w_giou * cost_giou
+        layer_valid = jnp.broadcast_to(valid, (n_layers, *valid.shape))
+        query = hungarian_match(
+            cost.reshape(n_layers * b, q, -1), layer_valid.reshape(n_layers * b, -1)
+        )
+        query = query.reshape(n_layers, b, -1)  # [L, B, N]
+        matched = layer_valid & (query >= 0)
+        weight = matched.astype(jnp.float32)
+        safe = jnp.maximum(query, 0)
+
+        # Box terms over matched pairs.
+        pred_matched = jnp.take_along_axis(pred, safe[..., None], axis=2)  # [L, B, N, 4]
+        l1 = jnp.abs(pred_matched - target[None]).sum(-1)
+        giou = box_ops.generalized_iou(box_ops.cxcywh_to_xyxy(pred_matched), target_xyxy[None])
+
+        # Class targets per query: the matched target's label, else no object.
+        layer_idx = jnp.arange(n_layers)[:, None, None]
+        image_idx = jnp.arange(b)[None, :, None]
+        target_class = jnp.full((n_layers, b, q), no_object, jnp.int32)
+        target_class = target_class.at[layer_idx, image_idx, jnp.where(matched, query, q)].set(
+            jnp.broadcast_to(labels, matched.shape), mode="drop"
+        )
+        log_prob = jax.nn.log_softmax(logits, axis=-1)
+        ce = -jnp.take_along_axis(log_prob, target_class[..., None], axis=-1)[..., 0]
+        ce_weight = jnp.where(target_class == no_object, self.eos_coef, 1.0)
+        ce_weight = ce_weight * example[None, :, None]
+
+        # Metrics of the last layer: classification of matched queries, and cardinality.
+        last_logits = jnp.take_along_axis(logits[-1], safe[-1][..., None], axis=1)  # [B, N, C]
+        correct = (jnp.argmax(last_logits, -1) == labels) & matched[-1]
+        n_pred = (jnp.argmax(logits[-1], -1) != no_object).sum(-1)
+        cardinality = jnp.abs(n_pred - valid.sum(-1)) * example
+        return {
+            "ce": (ce * ce_weight).sum((1, 2)),
+            "ce_weight": ce_weight.sum((1, 2)),
+            "l1": (l1 * weight).sum((1, 2)),
+            "giou": ((1.0 - giou) * weight).sum((1, 2)),
+            "num_boxes": valid.sum().astype(jnp.float32),
+            "correct": correct.sum().astype(jnp.float32),
+            "matched": matched[-1].sum().astype(jnp.float32),
+            "cardinality": cardinality.sum().astype(jnp.float32),
+            "count": example.sum().astype(jnp.float32),
+        }
+
+    def _normalize(self, terms) -> dict[str, jax.Array]:
+        """Loss and metrics from sums (jnp or numpy): the same formula in training and eval."""
+        xp = jnp if isinstance(terms["ce"], jax.Array) else np
+        num_boxes = xp.maximum(terms["num_boxes"], 1.0)
+        # Only an all-padding batch has no weight; its sum is 0 too, so the term is 0.
+        loss_ce = terms["ce"] / xp.maximum(terms["ce_weight"], 1e-12)
+        loss_bbox = terms["l1"] / num_boxes
+        loss_giou = terms["giou"] / num_boxes
+        w_ce, w_bbox, w_giou = self.weights
+        loss = (w_ce * loss_ce + w_bbox * loss_bbox + w_giou * loss_giou).sum()
+        return {
+            "loss": loss,
+            "accuracy": terms["correct"] / xp.maximum(terms["matched"], 1.0),
+            "loss_ce": loss_ce[-1],
+            "loss_bbox": loss_bbox[-1],
+            "loss_giou": loss_giou[-1],
+            "cardinality_error": terms["cardinality"] / xp.maximum(terms["count"], 1.0),
+        }
+
+    def loss(
+        self, model, params, batch: dict[str, jax.Array], rng: jax.Array, train: bool = True
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """The Hungarian loss summed over decoder layers; metrics of the last layer (loss_ce,
+        loss_bbox, loss_giou unweighted; accuracy of the matched queries' classes, which DETR
+        logs as class_error = 100 * (1 - accuracy); cardinality_error)."""
+        _, layer_logits, layer_boxes = self._predictions(model, params, batch, rng, train)
+        metrics = self._normalize(self.loss_terms(layer_logits, layer_boxes, batch))
+        return metrics["loss"], metrics
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def eval_sums(self, model, params, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """The loss's numerators and denominators, which add up over batches and devices: the
+        evaluation loss is then the set loss of the whole split, whatever the batch size."""
+        _, layer_logits, layer_boxes = self._predictions(model, params, batch)
+        return self.loss_terms(layer_logits, layer_boxes, batch)
+
+    def finalize(self, sums: dict[str, Any]) -> dict[str, float]:
+        metrics = self._normalize({k: np.asarray(v, np.float64) for k, v in sums.items()})
+        return {k: float(v) for k, v in metrics.items()}
+
+    def eval_outputs(self, model, params, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """Post-processed predictions and the targets, in original-image pixels (x0, y0, x1, y1),
+        for COCO evaluation on the host."""
+        outputs, _, _ = self._predictions(model, params, batch)
+        scores, labels, boxes = postprocess(outputs["logits"], outputs["boxes"], batch["orig_size"])
+        gt = box_ops.to_pixels(
+            box_ops.cxcywh_to_xyxy(batch["boxes"].astype(jnp.float32)), batch["orig_size"]
+        )
+        return {
+            "scores": scores,
+            "labels": labels,
+            "boxes": boxes,
+            "gt_boxes": gt,
+            "gt_labels": batch["labels"],
+            "gt_valid": batch["box_mask"],
+            "orig_size": batch["orig_size"],
+            "image_id": batch["image_id"],
+            "mask": batch["mask"],
+        }
+
+    def finalize_outputs(
+        self, outputs: list[dict[str, np.ndarray]], sums: dict[str, Any]
+    ) -> dict[str, float]:
+        """COCO AP, AP50, AP75, APs/m/l and AR of the split's real examples, plus the loss."""
+        cat = {k: np.concatenate([np.asarray(o[k]) for o in outputs]) for k in outputs[0]}
+        real = np.flatnonzero(cat["mask"])
+        # COCO ids are the examples' positions: unique even where the dataset's ids are not.
+        images = np.arange(len(real))
+        q = cat["scores"].shape[1]
+        gt_valid = cat["gt_valid"][real].astype(bool)
+        gt_image = np.broadcast_to(images[:, None], gt_valid.shape)[gt_valid]
+        coco = coco_detection_metrics(
+            image_ids=images,
+            image_sizes=cat["orig_size"][real],
+            gt_image_ids=gt_image,
+            gt_boxes=cat["gt_boxes"][real][gt_valid],
+            gt_labels=cat["gt_labels"][real][gt_valid],
+            det_image_ids=np.repeat(images, q),
+            det_boxes=cat["boxes"][real].reshape(-1, 4),
+            det_scores=cat["scores"][real].reshape(-1),
+            det_labels=cat["labels"][real].reshape(-1),
+        )
+        return {**self.finalize(sums), **coco}
+
+    # -- figures ---------------------------------------------------------------------------------
+    def _class_name(self, label: int, vocab) -> str:
+        names = vocab if isinstance(vocab, Sequence) and not isinstance(vocab, str) else None
+        names = names or self.class_names
+        if names is not None and 0 <= label < len(names):
+            return str(names[label])
+        return str(label)
+
+    def plot_examples(
+        self, model, params, batch: dict[str, Any], vocab, out_dir, max_images: int = 4
+    ) -> Path | None:
+        """Writes <out_dir>/detections.png: a few images with the predicted boxes (score above
+        `plot_threshold`, else the top three) labelled with class and score, in red, and the
+        ground truth in green. `vocab` may be the class names (index = class id)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        real = np.flatnonzero(np.asarray(batch["mask"]))[:max_images]
+        if real.size == 0:
+            return None
+        sub = {k: jnp.asarray(np.asarray(v)[real]) for k, v in batch.items()}
+        outputs, _ = model.apply({"params": params}, sub["image"], sub["pixel_mask"], train=False)
+        size = np.asarray(sub["size"])
+        # Drawn on the resized, unpadded image: the boxes' own reference frame.
+        scores, labels, pred = jax.device_get(
+            postprocess(outputs["logits"], outputs["boxes"], size)
+        )
+        gt = np.asarray(
+            box_ops.to_pixels(box_ops.cxcywh_to_xyxy(sub["boxes"].astype(jnp.float32)), size)
+        )
+        fig, axes = plt.subplots(1, len(real), figsize=(4 * len(real), 4), squeeze=False)
+        for i, ax in enumerate(axes[0]):
+            h, w = size[i]
+            image = np.asarray(sub["image"][i, :h, :w], np.float32)
+            image = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
+            ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
+            for box, label, ok in zip(
+                gt[i], np.asarray(sub["labels"][i]), np.asarray(sub["box_mask"][i]), strict=True
+            ):
+                if ok:
+                    self._draw(ax, box, self._class_name(int(label), vocab), "lime", "--")
+            keep = np.flatnonzero(scores[i] > self.plot_threshold)
+            if keep.size == 0:
+                keep = np.argsort(-scores[i])[:3]
+            for j in keep:
+                name = f"{self._class_name(int(labels[i, j]), vocab)} {scores[i, j]:.2f}"
+                self._draw(ax, pred[i, j], name, "red", "-")
+            ax.set_axis_off()
+        fig.suptitle("predictions (red) and ground truth (green)")
+        fig.tight_layout()
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / "detections.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+    @staticmethod
+    def _draw(ax, box, text: str, color: str, style: str) -> None:
+        import matplotlib.patches as patches
+
+        x0, y0, x1, y1 = (float(v) for v in box)
+        ax.add_patch(
+            patches.Rectangle(
+                (x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linestyle=style, lw=1.5
+            )
+        )
+        ax.text(
+            x0,
+            y0,
+            text,
+            color="white",
+            fontsize=7,
+            va="bottom",
+            bbox={"facecolor": color, "alpha": 0.6, "pad": 1, "edgecolor": "none"},
+        )
