@@ -27,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
         total_steps=20_000,
         eval_every=2_000,
         target_metric="test/AP50",
-        eval_batch_size=250,
+        eval_batch_size=256,
         log_every=100,
     )
     c.data = data_config(name="digit_detection", augment=True)

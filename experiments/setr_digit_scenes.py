@@ -10,6 +10,10 @@ width 64 (the "digits" preset). The decoder is the experiment's main switch:
 Random rescaling (0.75..1.25) and cropping move masks with the images; no flips (a mirrored digit
 is not a digit). The best checkpoint is kept by test mIoU; plots/segmentation_overlays.png shows
 predictions next to the ground truth.
+
+Measured (PUP, seed 0, 2 CPU cores, 21 min sharing them with another run): test mIoU 0.805,
+pixel accuracy 97.76%, mean class accuracy 88.2% after 2,000 steps of 32 (0.654 at step 500,
+0.772 at 1,000).
 """
 
 import ml_collections
@@ -21,14 +25,14 @@ from attn_jax.data import data_config
 def get_config() -> ml_collections.ConfigDict:
     c = run_config(
         "setr_digit_scenes",
-        batch_size=64,
+        batch_size=32,
         total_steps=0,
         eval_every=500,
         target_metric="test/miou",
-        eval_batch_size=250,
+        eval_batch_size=256,
         log_every=50,
     )
-    c.num_epochs = 40
+    c.num_epochs = 16  # 2,000 steps
     c.data = data_config(name="digit_scenes", augment=True)
 
     c.model = ml_collections.ConfigDict()
@@ -37,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.num_classes = ml_collections.config_dict.placeholder(int)  # None: from the dataset
     c.model.decoder = "pup"
     c.model.patch_size = ml_collections.config_dict.placeholder(int)  # None: the variant's (4)
+    c.model.decoder_width = ml_collections.config_dict.placeholder(int)  # None: the variant's
     c.model.dropout_rate = 0.0
 
     c.task = ml_collections.ConfigDict()

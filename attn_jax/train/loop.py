@@ -229,6 +229,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
     exp = build_experiment(config)
     mesh = shard_lib.make_mesh()
     shard_lib.check_batch_size(config.batch_size, mesh, microbatches=config.get("microbatches", 1))
+    if config.get("eval_batch_size"):
+        shard_lib.check_batch_size(config.eval_batch_size, mesh, key="eval_batch_size")
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
 
@@ -390,6 +392,9 @@ def evaluate(
     shard_lib.initialize_distributed(config.get("distributed", {}))
     exp = build_experiment(config)
     mesh = shard_lib.make_mesh()
+    shard_lib.check_batch_size(
+        config.get("eval_batch_size") or config.batch_size, mesh, key="eval_batch_size"
+    )
     tx, _ = make_optimizer(config.optim, exp.total_steps)
     init_fn = make_init_fn(exp.model, tx, exp.init_inputs())
     abstract_state, state_sharding = _state_shardings(init_fn, mesh)

@@ -45,16 +45,19 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec("data"))
 
 
-def check_batch_size(global_batch: int, mesh: Mesh, *, microbatches: int = 1) -> None:
-    """The global batch must split evenly over devices, processes and micro-batches."""
+def check_batch_size(
+    global_batch: int, mesh: Mesh, *, microbatches: int = 1, key: str = "batch_size"
+) -> None:
+    """The global batch must split evenly over devices, processes and micro-batches; `key` names
+    the config key in the error ("batch_size" or "eval_batch_size")."""
     devices, processes = mesh.devices.size, jax.process_count()
     if microbatches < 1:
         raise ConfigError(f"microbatches must be >= 1, got {microbatches}")
     unit = devices * microbatches
     if global_batch % unit or global_batch % processes:
         raise ConfigError(
-            f"batch_size {global_batch} does not split into {microbatches} micro-batch(es) over "
-            f"{devices} device(s) in {processes} process(es); set --config.batch_size to a "
+            f"{key} {global_batch} does not split into {microbatches} micro-batch(es) over "
+            f"{devices} device(s) in {processes} process(es); set --config.{key} to a "
             f"multiple of {unit}"
         )
 

@@ -102,3 +102,6 @@ def test_batch_that_does_not_split_is_a_config_error():
     with pytest.raises(ConfigError, match="multiple of 8"):
         shard_lib.check_batch_size(12, mesh, microbatches=2)
     shard_lib.check_batch_size(16, mesh, microbatches=2)
+    # The eval batch is sharded the same way: 250 scenes over 4 devices is named, with the fix.
+    with pytest.raises(ConfigError, match=r"eval_batch_size 250 .* --config.eval_batch_size to a"):
+        shard_lib.check_batch_size(250, mesh, key="eval_batch_size")
