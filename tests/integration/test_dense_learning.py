@@ -87,4 +87,4 @@ def test_setr_digit_scenes_reaches_its_readme_miou(tmp_path, data_dir):
 @pytest.mark.slow
 def test_detr_digits_reaches_ap50_of_0_7(tmp_path, data_dir):
     result = loop.train(_config(data_dir, "detr_digits"), tmp_path / "run")
-    assert result["test/AP50"] >= 0.7, result
+    assert result["test/AP50"] >= 0.7, result  # 0.965 measured (README)
