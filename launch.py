@@ -6,11 +6,13 @@
   python launch.py sweep --config F --sweep config.optim.lr=1e-3,3e-4 [--sweep ...] [--parallel 2]
   python launch.py info  [--config F] [--config.k=v ...]
   python launch.py run   --config F [--workdir runs/x] [--config.k=v ...]   (no training)
+  python launch.py predict classify|detect|rank-captions --weights DIR --image FILE [--json] ...
 
 Any config value can be overridden with --config.group.key=value. `train` on a workdir that holds
 checkpoints resumes from the latest one. `run` executes an experiment that trains nothing (its
-config names a `program`, e.g. experiments/saliency_photos.py). Each command ends with one JSON
-line on stdout.
+config names a `program`, e.g. experiments/saliency_photos.py). `predict` runs a downloaded
+pretrained checkpoint (ViT, Swin, DETR, CLIP) on one image (`launch.py predict --help`). Each
+command ends with one JSON line on stdout (`predict` with --json).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--verbose", action="store_true", help="keep library log messages")
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{train,eval,sweep,info,run}"
+        dest="command", required=True, metavar="{train,eval,sweep,info,run,predict}"
     )
     over = "  --config.group.key=value   override any config value (repeatable)"
 
@@ -92,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", required=True, help="experiment file with a `program` field")
     p.add_argument("--workdir", help="output directory (default: runs/<experiment>)")
+
+    from attn_jax.pretrained.predict import add_predict_parser
+
+    add_predict_parser(sub)
     return parser
 
 
@@ -171,6 +177,13 @@ def main(argv: list[str] | None = None) -> int:
                 "summary": str(out / "summary.csv"),
                 "best": records[0]["run"] if records and records[0]["run"] not in failed else None,
             }
+        elif args.command == "predict":
+            from attn_jax.pretrained.predict import format_json, run_predict
+
+            result = run_predict(args)
+            if args.json:
+                print(format_json(result))
+            return 0
         elif args.command == "run":
             from attn_jax import programs
 

@@ -421,6 +421,8 @@ class DETR(nn.Module):
       backbone_norm: the ResNet norm; "frozen_batch" as in the paper (constants filled by a
         converted checkpoint, the identity without one), "group" to train from scratch.
       backbone_norm_groups: groups of the "group" norm.
+      backbone_symmetric_padding: pad the backbone's 3x3 convolutions (1, 1) as torch does
+        rather than "SAME" (attn_jax/models/resnet.py); set by converted torch checkpoints.
       backbone_stage: the stage (1-based) whose map feeds the transformer; None = the last one.
         Stages after it are not built. Stride = stem stride x 2^(stage - 1).
       sow_attention: sow the decoder's cross-attention weights (explicit attention path).
@@ -444,6 +446,7 @@ class DETR(nn.Module):
     backbone_stem: str | None = None
     backbone_norm: str = "frozen_batch"
     backbone_norm_groups: int = 32
+    backbone_symmetric_padding: bool = False
     backbone_stage: int | None = None
     sow_attention: bool = False
     dtype: Any = None
@@ -530,6 +533,7 @@ class DETR(nn.Module):
             **fields,
             norm=self.backbone_norm,
             norm_groups=self.backbone_norm_groups,
+            symmetric_padding=self.backbone_symmetric_padding,
             include_head=False,
             dtype=self.dtype,
             name="backbone",

@@ -35,6 +35,12 @@ and bias per channel, so its parameter counts are those of the batch-norm ResNet
 norm has no parameters (DETR's reference keeps them as buffers, which parameter counts exclude):
 ResNet-50 with it has 25,557,032 - 53,120 = 25,503,912.
 
+Padding: the 7x7 stem convolution and the max-pool pad symmetrically as torch does. The 3x3
+convolutions pad "SAME" by default, which equals torch's one pixel per side except for a stride-2
+convolution on an even-sized map: there "SAME" pads only after (0, 1), shifting the sampling grid
+by one pixel. `symmetric_padding=True` pads (1, 1) as torch does, which converted torch weights
+(DETR's timm ResNet-50, attn_jax/pretrained/detr.py) need to give the reference's outputs.
+
 The model returns (logits, aux) with aux["stem"], aux["stage1"]..aux["stageN"] (the feature maps a
 detection or segmentation head reads) and aux["pre_logits"] (the pooled features).
 """
@@ -187,6 +193,7 @@ class ResidualBlock(nn.Module):
       attention: None or "se".
       se_reduction: SE's r.
       aa: None, or AttentionAugmentedConv kwargs beyond features/strides (key/value fractions).
+      symmetric_padding: pad the 3x3 convolutions by one pixel on every side (module docstring).
     """
 
     features: int
@@ -197,6 +204,7 @@ class ResidualBlock(nn.Module):
     attention: str | None = None
     se_reduction: int = 16
     aa: dict[str, Any] | None = None
+    symmetric_padding: bool = False
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
@@ -206,7 +214,7 @@ class ResidualBlock(nn.Module):
                 features,
                 (3, 3),
                 strides=strides,
-                padding="SAME",
+                padding=((1, 1), (1, 1)) if self.symmetric_padding else "SAME",
                 use_bias=False,
                 kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
                 dtype=self.dtype,
@@ -297,6 +305,8 @@ class ResNet(nn.Module):
       aa_value_fraction: upsilon = d_v / F_out.
       aa_heads: N_h.
       aa_relative: use the 2D relative position logits.
+      symmetric_padding: pad every 3x3 convolution by one pixel on each side, as torch does,
+        instead of "SAME" (module docstring); needed to reproduce converted torch weights.
       include_head: add the classifier; False returns the pooled features as the output.
       dtype: computation dtype.
       param_dtype: parameter dtype.
@@ -322,6 +332,7 @@ class ResNet(nn.Module):
     aa_value_fraction: float = 0.2
     aa_heads: int = 8
     aa_relative: bool = True
+    symmetric_padding: bool = False
     include_head: bool = True
     dtype: Any = None
     param_dtype: Any = jnp.float32
@@ -437,6 +448,7 @@ class ResNet(nn.Module):
                     attention=self.block_attention,
                     se_reduction=self.se_reduction,
                     aa=aa if s in self.aa_stages else None,
+                    symmetric_padding=self.symmetric_padding,
                     dtype=self.dtype,
                     param_dtype=self.param_dtype,
                     name=f"stage{s}_block{i}",
