@@ -11,6 +11,9 @@ Text datasets (dates, reverse, wmt14_de_en, wmt14_en_de) yield {"inputs", "targe
 (digit_scenes, cityscapes) yield {"image", "segmentation", "mask"}, detection datasets
 (digit_detection, coco) {"image", "pixel_mask", "boxes", "labels", "box_mask", "size",
 "orig_size", "image_id", "mask"}: see dense.py, and `dataset_info(...).element_spec`.
+Image-text datasets (digit_captions, scene_captions) yield {"image", "tokens", "captions",
+"label", "mask"} (see pipeline.py); `get_vocab` gives their word vocabulary and
+`data.zero_shot_prompts(config.data)` the held-out prompts of each class, tokenized.
 
 `prepare(name, data_dir)` builds an embedded dataset ahead of time (it also happens on first
 use) or checks that a catalog dataset is prepared. See pipeline.py for the data config keys.
@@ -24,6 +27,7 @@ from attn_jax.data.pipeline import (
     dataset_info,
     get_vocab,
     make_dataset,
+    zero_shot_prompts,
 )
 from attn_jax.data.registry import REGISTRY, DatasetEntry, get_entry
 from attn_jax.data.sources import is_prepared, prepare, resolve_data_dir
@@ -43,4 +47,5 @@ __all__ = [
     "make_dataset",
     "prepare",
     "resolve_data_dir",
+    "zero_shot_prompts",
 ]

@@ -27,6 +27,19 @@ Image batches are dicts of numpy arrays: `image` float32 [b, H, W, C] normalized
 stream of examples; `get_vocab(data_cfg)` turns their ids back into strings. Segmentation and
 detection batches (`spec.kind` "segmentation" / "detection", see dense.py) carry per-pixel
 classes, or padded boxes with their masks, over the same stream too.
+
+Image-text batches (`spec.kind == "image_text"`: digit_captions, scene_captions; T =
+`spec.text_length`, K = `spec.num_captions`, ids of captions.py's `WordVocab`):
+
+    image     float32 [b, H, W, C]  preprocessed as for the image datasets (resize, augmentation)
+    tokens    int32 [b, T]          one caption per image: training draws caption floor(u * K)
+                                    with u from (seed, stream position), like the augmentation,
+                                    so a resumed run reads the same; evaluation takes caption 0
+    captions  int32 [b, K, T]       every caption of the image (for ranking evaluations)
+    label     int32 [b]             the zero-shot class: the digit, or the number of digits - 1
+    mask      bool [b]              False on evaluation padding (all-zero rows, tokens all PAD)
+
+`get_vocab` returns the `WordVocab`, and `zero_shot_prompts` the held-out prompts of each class.
 """
 
 from __future__ import annotations
@@ -42,6 +55,7 @@ import grain
 import numpy as np
 from absl import flags
 
+from attn_jax.data import captions as captions_lib
 from attn_jax.data import dense, sequences, sources, stream
 from attn_jax.data import text as text_lib
 from attn_jax.data import transforms as T
@@ -52,7 +66,8 @@ DEFAULT_DATA_CONFIG: dict[str, Any] = {
     # Registry name: "sklearn_digits", "translated_digits", "distorted_digits" (embedded),
     # "cifar10", "imagenet2012" (tfds catalog); segmentation: "digit_scenes" (embedded),
     # "cityscapes" (catalog); detection: "digit_detection" (embedded), "coco" (catalog);
-    # text: "dates", "reverse" (embedded), "wmt14_de_en", "wmt14_en_de" (tfds catalog).
+    # text: "dates", "reverse" (embedded), "wmt14_de_en", "wmt14_en_de" (tfds catalog);
+    # image-text: "digit_captions", "scene_captions" (embedded).
     "name": "sklearn_digits",
     # tfds data dir; None: $TFDS_DATA_DIR, else ~/tensorflow_datasets.
     "data_dir": None,
@@ -132,15 +147,18 @@ class DatasetSpec:
             expressions.
         mean: per-channel mean used for normalization ([0, 1] scale); () for text.
         std: per-channel standard deviation used for normalization ([0, 1] scale); () for text.
-        kind: "image", "segmentation", "detection" or "text".
+        kind: "image", "segmentation", "detection", "text" or "image_text".
         vocab_size: text: number of token ids, shared by inputs and targets (ids 0..3 are PAD,
-            BOS, EOS, UNK); None for images.
+            BOS, EOS, UNK); image_text: ids of the word vocabulary (PAD 0, EOT the largest, see
+            captions.py); None for images.
         max_input_length: text: S, tokens per `inputs` row, EOS included.
         max_target_length: text: T, tokens per `targets` row, EOS included.
         length_buckets: text: edges e of the source-length buckets [e[i], e[i+1]) to report
             evaluations by; None: no buckets.
         ignore_label: segmentation: the class id of pixels that must not count; else None.
         max_boxes: detection: N, boxes per example (padded, `box_mask`); else None.
+        text_length: image_text: T, tokens per caption row, SOT and EOT included; else None.
+        num_captions: image_text: K, captions per image; else None.
         element_spec: per-example (shape, dtype name) of every batch key but "mask".
     """
 
@@ -157,6 +175,8 @@ class DatasetSpec:
     length_buckets: tuple[int, ...] | None = None
     ignore_label: int | None = None
     max_boxes: int | None = None
+    text_length: int | None = None
+    num_captions: int | None = None
 
     @property
     def element_spec(self) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -170,6 +190,13 @@ class DatasetSpec:
         hw = tuple(self.image_shape[:2])
         if self.kind == "segmentation":
             return {"image": image, "segmentation": (hw, "int32")}
+        if self.kind == "image_text":
+            return {
+                "image": image,
+                "tokens": ((self.text_length,), "int32"),
+                "captions": ((self.num_captions, self.text_length), "int32"),
+                "label": ((), "int32"),
+            }
         if self.kind == "detection":
             n = self.max_boxes
             return {
@@ -274,11 +301,18 @@ def dataset_info(data_cfg: Mapping[str, Any]) -> DatasetSpec:
             max_target_length=t,
             length_buckets=entry.length_buckets,
         )
-    dense_fields = {}
+    kind_fields = {}
     if entry.kind == "segmentation":
-        dense_fields = {"kind": "segmentation", "ignore_label": entry.ignore_label}
+        kind_fields = {"kind": "segmentation", "ignore_label": entry.ignore_label}
     elif entry.kind == "detection":
-        dense_fields = {"kind": "detection", "max_boxes": entry.max_boxes}
+        kind_fields = {"kind": "detection", "max_boxes": entry.max_boxes}
+    elif entry.kind == "image_text":
+        kind_fields = {
+            "kind": "image_text",
+            "vocab_size": captions_lib.VOCAB.size,
+            "text_length": entry.text_length,
+            "num_captions": entry.num_captions,
+        }
     return DatasetSpec(
         name=entry.name,
         num_classes=entry.num_classes,
@@ -286,7 +320,7 @@ def dataset_info(data_cfg: Mapping[str, Any]) -> DatasetSpec:
         num_examples=num_examples,
         mean=entry.mean,
         std=entry.std,
-        **dense_fields,
+        **kind_fields,
     )
 
 
@@ -296,22 +330,49 @@ def _vocab_size(entry: DatasetEntry, opts: _Options) -> int:
     return opts.vocab_size or entry.default_vocab_size
 
 
-def get_vocab(data_cfg: Mapping[str, Any]) -> text_lib.CharVocab | text_lib.SentencePieceVocab:
+def get_vocab(
+    data_cfg: Mapping[str, Any],
+) -> text_lib.CharVocab | text_lib.SentencePieceVocab | captions_lib.WordVocab:
     """The vocabulary of a text dataset: `encode(str) -> list[int]` (no EOS), `decode(ids) ->
     str` (stops at EOS, skips PAD and BOS), and `size` (== dataset_info(data_cfg).vocab_size).
 
     For wmt14 this trains the sentencepiece model on first use (see sequences.py), so the
-    dataset must be prepared.
+    dataset must be prepared. Image-text datasets have a `captions.WordVocab` (its own special
+    ids: `pad_id`, `unk_id`, `mask_id`, `sot_id`, `eot_id`, and `tokenize(texts, length)`).
 
     Raises:
         DataConfigError: an image dataset or a bad config.
         DatasetNotFoundError: wmt14 not prepared.
     """
     opts, entry = _options(data_cfg)
+    if entry.kind == "image_text":
+        return captions_lib.VOCAB
     if entry.kind != "text":
         what = "an image" if entry.kind == "image" else f"a {entry.kind}"
         raise DataConfigError(f"{entry.name} is {what} dataset: it has no vocabulary")
     return sequences.load_vocab(entry.name, opts.data_dir, opts.vocab_size)
+
+
+def zero_shot_prompts(data_cfg: Mapping[str, Any]) -> tuple[np.ndarray, list[str]]:
+    """The held-out prompts of an image-text dataset's classes, for zero-shot classification.
+
+    Returns:
+        (tokens int32 [num_classes, M, T], class_names): the M rows of class k are every held-out
+        template (never in a training caption) filled with every name of class k: its word and
+        its numeral ("seven", "7"; "three digits", "3 digits"), row m = template m // 2, name
+        m % 2; T = dataset_info(data_cfg).text_length. class_names[k] is the first name of class
+        k. Averaging over the M prompts is the caller's business. Reads no data.
+
+    Raises:
+        DataConfigError: not an image-text dataset, or a bad config.
+    """
+    _, entry = _options(data_cfg)
+    if entry.kind != "image_text":
+        raise DataConfigError(
+            f"{entry.name} is not an image-text dataset: it has no zero-shot prompts (use "
+            "digit_captions or scene_captions)"
+        )
+    return captions_lib.zero_shot_prompts(entry)
 
 
 class _Examples:
@@ -419,6 +480,41 @@ class _BatchMaker:
         return out
 
 
+class _ImageTextBatchMaker(_BatchMaker):
+    """An image batch plus one caption per image (`tokens`) and all of them (`captions`)."""
+
+    def __init__(self, entry: DatasetEntry, examples, opts: _Options, **kwargs: Any):
+        super().__init__(entry, examples, opts, **kwargs)
+        self._caption_key = captions_lib.caption_key(kwargs["seed"]) if self._train else None
+        self._text_shape = (entry.num_captions, entry.text_length)
+
+    def __call__(self, step: int) -> dict[str, np.ndarray]:
+        positions, valid, indices = self._positions(step)
+        b, (k, t) = self._local, self._text_shape
+        batch = {
+            "image": np.zeros((b, *self._shape), np.float32),
+            "tokens": np.zeros((b, t), np.int32),
+            "captions": np.zeros((b, k, t), np.int32),
+            "label": np.zeros((b,), np.int32),
+            "mask": valid,
+        }
+        if not valid.any():  # this process's part of the last eval batch is all padding
+            return batch
+        images, labels, captions = self._examples.read(indices)
+        at = positions[valid]
+        values = {
+            "image": self._preprocess(images, at),
+            "tokens": captions_lib.choose_captions(captions, at, self._caption_key),
+            "captions": captions,
+            "label": labels,
+        }
+        if valid.all():
+            return {**values, "mask": valid}
+        for key, value in values.items():
+            batch[key][valid] = value
+        return batch
+
+
 def make_dataset(
     data_cfg: Mapping[str, Any],
     split: str,
@@ -444,7 +540,8 @@ def make_dataset(
     Returns:
         A grain IterDataset of dicts `image` float32 [b, H, W, C], `label` int32 [b], `mask`
         bool [b] (text: `inputs` int32 [b, S], `targets` int32 [b, T], `length` int32 [b],
-        `mask` bool [b]; segmentation and detection: see dense.py and
+        `mask` bool [b]; image-text: also `tokens` int32 [b, T] and `captions` int32 [b, K, T],
+        see the module docstring; segmentation and detection: see dense.py and
         `dataset_info(data_cfg).element_spec`), b = global_batch_size // process_count; its
         iterator has JSON-serializable `get_state()` / `set_state()`.
 
@@ -480,6 +577,9 @@ def make_dataset(
     elif entry.kind in dense.DENSE_KINDS:
         sources.split_ranges(entry, split)
         examples = dense.DenseExamples(entry, split, opts.data_dir, opts.cache)
+    elif entry.kind == "image_text":
+        sources.split_ranges(entry, split)
+        examples = captions_lib.ImageTextExamples(entry, split, opts.data_dir, opts.cache)
     else:
         examples = _Examples(entry, split, opts)
     if len(examples) == 0:
@@ -494,6 +594,8 @@ def make_dataset(
             augment=opts.augment,
             **stream_kwargs,
         )
+    elif entry.kind == "image_text":
+        maker = _ImageTextBatchMaker(entry, examples, opts, **stream_kwargs)
     else:
         maker = _BatchMaker(entry, examples, opts, **stream_kwargs)
     num_batches = sys.maxsize if train else math.ceil(len(examples) / global_batch_size)

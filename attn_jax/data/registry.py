@@ -35,6 +35,13 @@ Text datasets (`kind="text"`) are sequence-to-sequence pairs: `dates` and `rever
 generated from a seed, character vocabularies) and wmt14 German-English in either direction
 (catalog, a sentencepiece vocabulary trained from its training text on first use). Their image
 fields are unused (`image_shape=None`, `num_classes=0`).
+
+Image-text datasets (`kind="image_text"`, batches described in pipeline.py) read the embedded
+`digit_captions` builder: `digit_captions` (config "digits": the sklearn_digits images, split,
+normalization and augmentation, label = the digit) and `scene_captions` (config "scenes": the
+digit_scenes images, splits and normalization, label = number of digits - 1; no augmentation,
+since a shifted scene may lose a digit that its captions count). Their word vocabulary is
+captions.py's; `text_length` is the builder's bound on caption and prompt tokens.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 
 from attn_jax.data.dates import dates_dataset_builder as _dates
+from attn_jax.data.digit_captions import digit_captions_dataset_builder as _captions
 from attn_jax.data.digit_scenes import digit_scenes_dataset_builder as _scenes
 from attn_jax.data.distorted_digits import distorted_digits_dataset_builder as _distorted
 from attn_jax.data.errors import DataConfigError
@@ -76,8 +84,9 @@ class DatasetEntry:
         decode_with_pil: read the image feature as encoded bytes and decode it with PIL here, so
             that JPEGs can be decoded at reduced size before the crop (ImageNet).
         prepare_note: what preparing needs besides the build command.
-        kind: "image", "segmentation", "detection" or "text".
-        tokenizer: text only: "char" (the builder's `VOCAB`) or "sentencepiece".
+        kind: "image", "segmentation", "detection", "text" or "image_text".
+        tokenizer: text only: "char" (the builder's `VOCAB`) or "sentencepiece"; image_text:
+            "word" (captions.py's `VOCAB`).
         source_key: text only: the feature holding the source text.
         target_key: text only: the feature holding the target text.
         max_input_length: text with "char" only: tokens of the longest source over all splits,
@@ -103,6 +112,8 @@ class DatasetEntry:
             xmin, ymax, xmax) and `label`.
         crowd_key: detection only: the objects' crowd flag (those boxes are dropped); "": none.
         id_key: detection only: the feature holding the integer image id.
+        text_length: image_text only: T, tokens per caption row (SOT and EOT included).
+        num_captions: image_text only: K, captions per image.
     """
 
     name: str
@@ -139,6 +150,8 @@ class DatasetEntry:
     objects_key: str = "objects"
     crowd_key: str = ""
     id_key: str = "id"
+    text_length: int | None = None
+    num_captions: int = 0
 
     @property
     def channels(self) -> int:
@@ -303,6 +316,31 @@ CITYSCAPES = DatasetEntry(
     ),
 )
 
+DIGIT_CAPTIONS = dataclasses.replace(
+    SKLEARN_DIGITS,
+    name="digit_captions",
+    tfds_name="digit_captions/digits",
+    splits=dict(_captions.SIZES["digits"]),
+    kind="image_text",
+    tokenizer="word",
+    text_length=_captions.TEXT_LENGTHS["digits"],
+    num_captions=_captions.N_CAPTIONS,
+)
+SCENE_CAPTIONS = DatasetEntry(
+    name="scene_captions",
+    num_classes=_captions.NUM_CLASSES["scenes"],
+    kind="image_text",
+    tokenizer="word",
+    text_length=_captions.TEXT_LENGTHS["scenes"],
+    num_captions=_captions.N_CAPTIONS,
+    **{
+        **_DIGIT_SCENES,
+        "tfds_name": "digit_captions/scenes",
+        "augmentation": "none",
+        "empty_canvas": False,
+    },
+)
+
 _TEXT: dict = {  # the image fields, unused by text datasets
     "num_classes": 0,
     "image_shape": None,
@@ -357,6 +395,7 @@ KINDS = {  # kind -> how get_entry's error names the group
     "segmentation": "segmentation",
     "detection": "detection",
     "text": "text",
+    "image_text": "image-text",
 }
 
 REGISTRY: dict[str, DatasetEntry] = {
@@ -371,6 +410,8 @@ REGISTRY: dict[str, DatasetEntry] = {
         DIGIT_DETECTION,
         COCO,
         CITYSCAPES,
+        DIGIT_CAPTIONS,
+        SCENE_CAPTIONS,
         DATES,
         REVERSE,
         _wmt14("de", "en"),

@@ -31,6 +31,7 @@ from tensorflow_datasets.core import constants as tfds_constants
 from tensorflow_datasets.core.utils import tqdm_utils
 
 from attn_jax.data.dates import dates_dataset_builder
+from attn_jax.data.digit_captions import digit_captions_dataset_builder
 from attn_jax.data.digit_scenes import digit_scenes_dataset_builder
 from attn_jax.data.distorted_digits import distorted_digits_dataset_builder
 from attn_jax.data.errors import DataConfigError, DatasetNotFoundError
@@ -42,6 +43,7 @@ from attn_jax.data.translated_digits import translated_digits_dataset_builder
 _EMBEDDED_BUILDERS = {  # by tfds name: several registry entries may read one builder
     "sklearn_digits": sklearn_digits_dataset_builder.Builder,
     "digit_scenes": digit_scenes_dataset_builder.Builder,
+    "digit_captions": digit_captions_dataset_builder.Builder,  # configs: "name/config"
     "translated_digits": translated_digits_dataset_builder.Builder,
     "distorted_digits": distorted_digits_dataset_builder.Builder,
     "dates": dates_dataset_builder.Builder,
@@ -106,9 +108,15 @@ def _quiet_tfds():
         tfds.display_progress_bar(previous_bar)
 
 
+def _embedded_builder(entry: DatasetEntry, **kwargs: Any) -> tfds.core.DatasetBuilder:
+    """The builder of an embedded dataset; a tfds name "builder/config" selects a config."""
+    name, _, config = entry.tfds_name.partition("/")
+    return _EMBEDDED_BUILDERS[name](config=config or None, **kwargs)
+
+
 def _embedded_dir(entry: DatasetEntry, data_dir: str) -> Path:
     """The versioned folder of an embedded dataset; tfds renames it into place when complete."""
-    version = _EMBEDDED_BUILDERS[entry.tfds_name].VERSION
+    version = _EMBEDDED_BUILDERS[entry.tfds_name.partition("/")[0]].VERSION
     return Path(data_dir) / entry.tfds_name / str(version)
 
 
@@ -182,14 +190,13 @@ def prepare(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     if is_prepared(name, data_dir):
         return version_dir
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(data_dir) / f".{entry.tfds_name}.prepare.lock", "a") as lock:
+    lock_name = f".{entry.tfds_name.replace('/', '-')}.prepare.lock"
+    with open(Path(data_dir) / lock_name, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not is_prepared(name, data_dir):  # another process may have built it meanwhile
             print(f"preparing {entry.tfds_name} in {version_dir}", file=sys.stderr)
             with _quiet_tfds():
-                builder = _EMBEDDED_BUILDERS[entry.tfds_name](
-                    data_dir=data_dir, file_format="array_record"
-                )
+                builder = _embedded_builder(entry, data_dir=data_dir, file_format="array_record")
                 builder.download_and_prepare(
                     download_config=tfds.download.DownloadConfig(
                         compute_stats=tfds.download.ComputeStatsMode.SKIP
@@ -206,7 +213,7 @@ def open_source(entry: DatasetEntry, split: str, data_dir: str) -> Sequence[dict
     split_ranges(entry, split)  # a clear error for bad splits before touching any file
     if entry.embedded:
         prepare(entry.name, data_dir)
-        builder = _EMBEDDED_BUILDERS[entry.tfds_name](data_dir=data_dir)
+        builder = _embedded_builder(entry, data_dir=data_dir)
         return builder.as_data_source(split=split)
     decoders = {"image": tfds.decode.SkipDecoding()} if entry.decode_with_pil else None
     if entry.tfds_name in _CATALOG_MODULES:
