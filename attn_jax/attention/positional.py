@@ -28,6 +28,9 @@ batch needed. Within each axis the channels are interleaved sin/cos as in DETR's
 PositionEmbeddingSine (which stacks the sines of the even channels with the cosines of the odd
 ones and flattens), and the two axes are concatenated y first, so DETR checkpoints' learned
 weights see the same channel order.
+
+MAE's fixed 2D sin-cos table (He et al. 2022), `sincos_2d_posemb`, is the third layout: per axis
+[sin | cos] concatenated, the column (w) encoding first, positions not normalized.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import DTypeLike
 
 
@@ -122,4 +126,47 @@ def sine_position_encoding_2d(
     return jnp.concatenate([encode(y), encode(x)], axis=-1)
 
 
-__all__ = ["sine_position_encoding_2d", "sinusoidal_position_encoding"]
+def sincos_2d_posemb(grid_h: int, grid_w: int, dim: int, class_token: bool) -> np.ndarray:
+    """MAE's fixed 2D sin-cos position embedding of a grid_h x grid_w patch grid.
+
+    He, Chen, Xie, Li, Dollar, Girshick 2022, "Masked Autoencoders Are Scalable Vision Learners"
+    (CVPR 2022), sec. 3 ("we add positional embeddings (the sine-cosine version)"), as in its
+    official code: the first dim / 2 channels encode the patch's column w, the last dim / 2 its
+    row h, each as [sin(pos * omega) | cos(pos * omega)] (concatenated, not interleaved) with
+    omega_k = 1 / 10000^(k / (dim / 4)), k = 0 .. dim / 4 - 1. Tokens are numbered row-major
+    (h * grid_w + w), the order of `attn_jax.models.vit.patchify`. A class token's row is zeros.
+
+    A numpy constant rather than a traced value: it is never trained (MAE registers it with
+    requires_grad=False), and XLA folds it into the compiled program.
+
+    Args:
+      grid_h: patch rows.
+      grid_w: patch columns.
+      dim: embedding width, a multiple of 4 (a sin/cos pair per axis).
+      class_token: prepend a zero row for the class token.
+
+    Returns:
+      float32 [1, grid_h * grid_w (+ 1), dim].
+
+    Raises:
+      ValueError: dim not a multiple of 4.
+    """
+    if dim % 4:
+        raise ValueError(
+            f"sincos_2d_posemb needs dim divisible by 4 (sin and cos for each of 2 axes); got "
+            f"{dim}: pick a hidden size that is a multiple of 4"
+        )
+    omega = 1.0 / 10_000.0 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4))  # [D/4]
+    w, h = np.meshgrid(np.arange(grid_w), np.arange(grid_h))  # each [gh, gw]
+
+    def encode(pos: np.ndarray) -> np.ndarray:
+        angle = pos.reshape(-1, 1) * omega[None, :]  # [N, D/4]
+        return np.concatenate([np.sin(angle), np.cos(angle)], axis=1)
+
+    table = np.concatenate([encode(w), encode(h)], axis=1)  # [N, D]; MAE: "w goes first"
+    if class_token:
+        table = np.concatenate([np.zeros((1, dim)), table], axis=0)
+    return table[None].astype(np.float32)
+
+
+__all__ = ["sincos_2d_posemb", "sine_position_encoding_2d", "sinusoidal_position_encoding"]

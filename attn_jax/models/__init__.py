@@ -18,6 +18,7 @@ import numpy as np
 from attn_jax.models.cnn import CNN, MLP, cnn_kwargs, mlp_kwargs
 from attn_jax.models.detr import DETR, DETR_VARIANTS, detr_kwargs
 from attn_jax.models.feature_select import FeatureSelectMLP, feature_select_kwargs
+from attn_jax.models.mim import MAE, SimMIM, mae_kwargs, simmim_kwargs
 from attn_jax.models.ram import RAM, RAM_VARIANTS, ram_kwargs, ram_param_count
 from attn_jax.models.resnet import RESNET_VARIANTS, ResNet, resnet_kwargs
 from attn_jax.models.seq2seq import (
@@ -62,6 +63,8 @@ MODELS: dict[str, ModelEntry] = {
     "setr": ModelEntry(SETR, setr_kwargs),
     "ram": ModelEntry(RAM, ram_kwargs),
     "feature_select": ModelEntry(FeatureSelectMLP, feature_select_kwargs),
+    "simmim": ModelEntry(SimMIM, simmim_kwargs),
+    "mae": ModelEntry(MAE, mae_kwargs),
 }
 
 

@@ -19,6 +19,11 @@ MultiHeadDotProductAttention_1, LayerNorm_2, MlpBlock_3}`, `Transformer/encoder_
 `pre_logits`, `head`), so its checkpoints map onto this tree one to one; with `scan=True` the blocks
 are stacked under `Transformer/encoderblock` with a leading depth axis, as in big_vision.
 
+The masked-image models of models/mim.py use this ViT as their encoder (`num_classes=0`: no head):
+SimMIM (Xie et al. 2022) passes `mask` and gets a `mask_token` in place of the masked patch
+embeddings; MAE (He et al. 2022) passes `keep`, adds its fixed 2D sin-cos position embedding
+(`posemb="sincos2d"`) and encodes the visible patches only.
+
 Variants (`VIT_VARIANTS`): B, L and H from Table 1 of the paper; Ti and S from Touvron et al. 2021
 ("Training data-efficient image transformers", DeiT, Table 1) as adopted by the official repo.
 Published parameter counts (1000 classes, 224 px) are asserted in tests/models/test_vit.py.
@@ -45,10 +50,11 @@ import jax
 import jax.numpy as jnp
 
 from attn_jax.attention import MultiHeadAttention
+from attn_jax.attention.positional import sincos_2d_posemb
 
 POOLS = ("token", "gap", "flatten")
 HEADS = ("linear", "textbook_mlp")
-POSEMBS = ("learned",)
+POSEMBS = ("learned", "sincos2d")
 
 
 def patchify(images: jax.Array, patch_size: int | tuple[int, int]) -> jax.Array:
@@ -186,8 +192,31 @@ class EncoderBlock(nn.Module):
         return x, (x if self.return_tokens else None)
 
 
+def keep_tokens(x: jax.Array, keep: jax.Array, class_token: bool) -> jax.Array:
+    """The kept patch tokens of each example (MAE's encoder input), class token first if any.
+
+    Args:
+      x: [B, N (+1), D] tokens, the class token (if any) at index 0.
+      keep: int [B, K] indices into the N patches, in the order they are to be kept.
+      class_token: whether x[:, 0] is a class token (always kept).
+
+    Returns:
+      [B, K (+1), D].
+    """
+    index = keep.astype(jnp.int32)
+    if class_token:
+        index = jnp.concatenate([jnp.zeros_like(index[:, :1]), index + 1], axis=1)
+    return jnp.take_along_axis(x, index[:, :, None], axis=1)
+
+
 class Encoder(nn.Module):
-    """Position embedding, L encoder blocks and the final LayerNorm ('Transformer')."""
+    """Position embedding, L encoder blocks and the final LayerNorm ('Transformer').
+
+    `posemb="learned"` adds the `posembed_input` parameter (eq. 1); `"sincos2d"` adds MAE's fixed
+    table (`sincos_2d_posemb`) of the patch grid given by the call's `grid`. With `keep`, only
+    the kept tokens continue past the position embedding (MAE, He et al. 2022, sec. 3: the
+    embedding is added to every patch before the masked ones are removed).
+    """
 
     depth: int
     block: Mapping[str, Any]
@@ -202,9 +231,32 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, *, train: bool, sow_weights: bool, return_tokens: bool
+        self,
+        x: jax.Array,
+        *,
+        train: bool,
+        sow_weights: bool,
+        return_tokens: bool,
+        grid: tuple[int, int] | None = None,
+        class_token: bool = False,
+        keep: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        x = AddPositionEmbs(param_dtype=self.param_dtype, name="posembed_input")(x)
+        """Encodes tokens [B, N (+1), D]; `grid` (gh, gw) is needed by "sincos2d" only,
+        `class_token` says whether x[:, 0] is one, `keep` int [B, K] selects patches (MAE)."""
+        if self.posemb == "learned":
+            x = AddPositionEmbs(param_dtype=self.param_dtype, name="posembed_input")(x)
+        elif self.posemb == "sincos2d":
+            if grid is None:
+                raise ValueError(
+                    "Encoder posemb='sincos2d' needs the patch grid: pass grid=(gh, gw)"
+                )
+            table = sincos_2d_posemb(grid[0], grid[1], x.shape[-1], class_token)
+            assert table.shape[1:] == x.shape[1:], (table.shape, x.shape)
+            x = x + jnp.asarray(table, x.dtype)
+        else:
+            raise ValueError(f"Encoder posemb={self.posemb!r} is not one of {list(POSEMBS)}")
+        if keep is not None:
+            x = keep_tokens(x, keep, class_token)
         if self.dropout_after_embedding:
             x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
 
@@ -250,7 +302,8 @@ class ViT(nn.Module):
     """Vision Transformer classifier, eqs. 1-4; returns (logits, aux).
 
     Attributes:
-      num_classes: output classes.
+      num_classes: output classes; 0 = no head: the "logits" are the pooled features (what
+        aux["pre_logits"] holds), the encoder of the masked-image models (models/mim.py).
       patch_size: P (or (Ph, Pw)); the embedding is a Conv with kernel = stride = P.
       hidden_size: D, the token width.
       depth: L, the number of encoder blocks.
@@ -267,7 +320,8 @@ class ViT(nn.Module):
       head_dropout: dropout rate of the "textbook_mlp" head.
       representation_size: if set, a Dense + tanh 'pre_logits' layer before the head (used by the
         paper for ImageNet-21k pre-training only).
-      posemb: position embedding; "learned" (eq. 1) is the one implemented.
+      posemb: position embedding: "learned" (eq. 1, the `posembed_input` parameter) or
+        "sincos2d" (MAE's fixed 2D sin-cos table, no parameter; needs hidden_size % 4 == 0).
       layernorm_epsilon: LayerNorm epsilon (official ViT and Keras example: 1e-6).
       gelu_approximate: tanh GELU (official JAX ViT) or exact erf GELU (Keras, PyTorch).
       mlp_activation_on_output: GELU also after the second MLP Dense (the Keras example).
@@ -324,6 +378,14 @@ class ViT(nn.Module):
         ):
             if value not in allowed:
                 raise ValueError(f"ViT {field}={value!r} is not one of {list(allowed)}")
+        if isinstance(self.num_classes, int) and self.num_classes < 0:
+            raise ValueError(
+                f"ViT num_classes={self.num_classes} is negative: use 0 for no head (features)"
+            )
+        if self.posemb == "sincos2d" and self.hidden_size % 4:
+            raise ValueError(
+                f"ViT posemb='sincos2d' needs hidden_size divisible by 4, got {self.hidden_size}"
+            )
         qkv = self.qkv_features or self.hidden_size
         if qkv % self.num_heads:
             raise ValueError(
@@ -339,7 +401,13 @@ class ViT(nn.Module):
 
     @nn.compact
     def __call__(
-        self, images: jax.Array, *, train: bool = False, sow_weights: bool | None = None
+        self,
+        images: jax.Array,
+        *,
+        train: bool = False,
+        sow_weights: bool | None = None,
+        mask: jax.Array | None = None,
+        keep: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Classifies a batch of images.
 
@@ -348,11 +416,20 @@ class ViT(nn.Module):
           train: enables dropout (needs rngs={'dropout': key}).
           sow_weights: overrides the field for this call; read the weights with
             `mutable=['intermediates']`.
+          mask: bool [B, N] over the N patches, True = masked: SimMIM (Xie et al. 2022, sec. 3.2)
+            replaces those patch embeddings by a learned `mask_token` [1, 1, D] before the
+            position embedding; every token still goes through the blocks.
+          keep: int [B, K] indices of the patches that go through the blocks (MAE, He et al.
+            2022, sec. 3), after the position embedding; the class token (if any) is kept too.
 
         Returns:
-          (logits [B, num_classes], aux) with aux["tokens"] the normed tokens [B, T, D],
-          aux["pre_logits"] the head input features and, with `return_intermediates`,
-          aux["blockNN"] each block's output tokens.
+          (logits [B, num_classes], aux) with aux["tokens"] the normed tokens [B, T, D] (class
+          token first; T = K (+1) with `keep`), aux["pre_logits"] the head input features and,
+          with `return_intermediates`, aux["blockNN"] each block's output tokens. With
+          num_classes=0 the logits are the pre-logits features.
+
+        Raises:
+          ValueError: a mask that is not [B, N] or a keep that is not [B, K] for this image.
         """
         sow = self.sow_weights if sow_weights is None else sow_weights
         ph, pw = _pair(self.patch_size)
@@ -367,6 +444,23 @@ class ViT(nn.Module):
         )(images)
         b, gh, gw, d = x.shape
         x = x.reshape(b, gh * gw, d)  # [B, N, D]
+        if mask is not None:
+            if mask.shape != (b, gh * gw):
+                raise ValueError(
+                    f"ViT mask has shape {tuple(mask.shape)}, expected (batch, patches) = "
+                    f"{(b, gh * gw)} for images {tuple(images.shape)} and patch {(ph, pw)}"
+                )
+            # SimMIM inits zeros then trunc_normal(.02): the zeros are overwritten at once.
+            token = self.param(
+                "mask_token", nn.initializers.truncated_normal(0.02), (1, 1, d), self.param_dtype
+            )
+            w = mask.astype(x.dtype)[:, :, None]
+            x = x * (1 - w) + token.astype(x.dtype) * w
+        if keep is not None and (keep.ndim != 2 or keep.shape[0] != b or keep.shape[1] > gh * gw):
+            raise ValueError(
+                f"ViT keep has shape {tuple(keep.shape)}, expected (batch, K) with batch {b} and "
+                f"K <= {gh * gw} patches"
+            )
         if self.class_token:
             cls = self.param("cls", nn.initializers.zeros_init(), (1, 1, d), self.param_dtype)
             x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, d)), x], axis=1)
@@ -395,7 +489,15 @@ class ViT(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="Transformer",
-        )(x, train=train, sow_weights=sow, return_tokens=self.return_intermediates)
+        )(
+            x,
+            train=train,
+            sow_weights=sow,
+            return_tokens=self.return_intermediates,
+            grid=(gh, gw),
+            class_token=self.class_token,
+            keep=keep,
+        )
         aux = {"tokens": x, **aux}
 
         if self.pool == "token":
@@ -430,6 +532,8 @@ class ViT(nn.Module):
                 )(x)
                 x = nn.Dropout(self.head_dropout)(gelu(x), deterministic=not train)
         aux["pre_logits"] = x
+        if self.num_classes == 0:
+            return x, aux
 
         logits = nn.Dense(
             self.num_classes,

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from attn_jax.tasks.classification import Classification
 from attn_jax.tasks.detection import Detection
+from attn_jax.tasks.masked_image import MaskedImageModeling
 from attn_jax.tasks.reinforce import Reinforce
 from attn_jax.tasks.segmentation import Segmentation
 from attn_jax.tasks.seq2seq import Seq2SeqTask
@@ -17,6 +18,7 @@ TASKS = {
     "reinforce": Reinforce,
     "segmentation": Segmentation,
     "detection": Detection,
+    "masked_image": MaskedImageModeling,
 }
 
 

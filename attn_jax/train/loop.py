@@ -331,9 +331,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
             last_train["step_time"] = elapsed / steps_since_log
             last_train["examples_per_sec"] = config.batch_size * steps_since_log / elapsed
             writer.write(step, "train", last_train, echo=False)
-            progress.set_postfix(
-                loss=f"{last_train['loss']:.4f}", acc=f"{last_train['accuracy']:.3f}"
-            )
+            shown = {"loss": f"{last_train['loss']:.4f}"}
+            if "accuracy" in last_train:  # masked and contrastive pretraining have none
+                shown["acc"] = f"{last_train['accuracy']:.3f}"
+            progress.set_postfix(shown)
             pending, steps_since_log, t_log = [], 0, time.perf_counter()
         progress.update(1)
         if step % config.eval_every == 0 or step == exp.total_steps:

@@ -1,5 +1,6 @@
-"""Sinusoidal positional encoding against the formula of Vaswani et al. 2017, sec. 3.5, and
-DETR's 2D sine encoding (Carion et al. 2020) against its definition."""
+"""Sinusoidal positional encoding against the formula of Vaswani et al. 2017, sec. 3.5,
+DETR's 2D sine encoding (Carion et al. 2020) against its definition, and MAE's 2D sin-cos table
+(He et al. 2022)."""
 
 import math
 
@@ -8,7 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attn_jax.attention.positional import sine_position_encoding_2d, sinusoidal_position_encoding
+from attn_jax.attention.positional import (
+    sincos_2d_posemb,
+    sine_position_encoding_2d,
+    sinusoidal_position_encoding,
+)
 
 # One compiled function per call signature instead of a dispatch per operation.
 sine_2d = jax.jit(sine_position_encoding_2d, static_argnames=("num_pos_feats", "normalize"))
@@ -97,4 +102,34 @@ def test_sine_2d_normalized_positions_end_at_2pi_on_the_real_pixels_whatever_the
 def test_sine_2d_bad_arguments_are_one_line_errors(shape, feats, message):
     with pytest.raises(ValueError, match=message) as err:
         sine_position_encoding_2d(jnp.ones(shape, bool), num_pos_feats=feats)
+    assert "\n" not in str(err.value)
+
+
+# -- MAE's fixed 2D sin-cos table (He et al. 2022) ------------------------------------------------
+@pytest.mark.parametrize("class_token", [False, True])
+def test_sincos_2d_shape_and_zero_class_row(class_token):
+    table = sincos_2d_posemb(3, 4, 16, class_token)
+    assert table.shape == (1, 12 + class_token, 16) and table.dtype == np.float32
+    if class_token:
+        assert not np.any(table[0, 0])
+        np.testing.assert_array_equal(table[:, 1:], sincos_2d_posemb(3, 4, 16, False))
+
+
+def test_sincos_2d_values_at_a_known_position_column_encoding_first():
+    # dim 8: two frequencies per axis, omega = (1, 1 / 10000^(1/2)) = (1, 0.01); the patch at row
+    # h=1, column w=2 of a 3x4 grid is token 1 * 4 + 2 = 6 (row-major), +1 after the class token.
+    table = sincos_2d_posemb(3, 4, 8, class_token=True)
+    w, h = 2.0, 1.0
+    expected = [
+        *(math.sin(w), math.sin(w * 0.01), math.cos(w), math.cos(w * 0.01)),
+        *(math.sin(h), math.sin(h * 0.01), math.cos(h), math.cos(h * 0.01)),
+    ]
+    np.testing.assert_allclose(table[0, 7], expected, rtol=1e-6)
+    # Token 0 sits at (0, 0): sin 0 = 0 and cos 0 = 1 in both halves.
+    np.testing.assert_array_equal(table[0, 1], [0, 0, 1, 1, 0, 0, 1, 1])
+
+
+def test_sincos_2d_dim_not_divisible_by_4_is_a_one_line_error():
+    with pytest.raises(ValueError, match="divisible by 4") as err:
+        sincos_2d_posemb(2, 2, 6, class_token=False)
     assert "\n" not in str(err.value)
