@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from attn_jax.models.clip import CLIP, TextEncoder, clip_kwargs, text_mlm_kwargs
 from attn_jax.models.cnn import CNN, MLP, cnn_kwargs, mlp_kwargs
 from attn_jax.models.detr import DETR, DETR_VARIANTS, detr_kwargs
 from attn_jax.models.feature_select import FeatureSelectMLP, feature_select_kwargs
@@ -65,6 +66,8 @@ MODELS: dict[str, ModelEntry] = {
     "feature_select": ModelEntry(FeatureSelectMLP, feature_select_kwargs),
     "simmim": ModelEntry(SimMIM, simmim_kwargs),
     "mae": ModelEntry(MAE, mae_kwargs),
+    "clip": ModelEntry(CLIP, clip_kwargs),
+    "text_mlm": ModelEntry(TextEncoder, text_mlm_kwargs),
 }
 
 

@@ -6,8 +6,10 @@ import difflib
 from collections.abc import Mapping
 
 from attn_jax.tasks.classification import Classification
+from attn_jax.tasks.contrastive import Contrastive
 from attn_jax.tasks.detection import Detection
 from attn_jax.tasks.masked_image import MaskedImageModeling
+from attn_jax.tasks.masked_language import MaskedLanguage
 from attn_jax.tasks.reinforce import Reinforce
 from attn_jax.tasks.segmentation import Segmentation
 from attn_jax.tasks.seq2seq import Seq2SeqTask
@@ -18,6 +20,8 @@ TASKS = {
     "reinforce": Reinforce,
     "segmentation": Segmentation,
     "detection": Detection,
+    "contrastive": Contrastive,
+    "masked_language": MaskedLanguage,
     "masked_image": MaskedImageModeling,
 }
 

@@ -58,6 +58,7 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     for key, value in (
         ("num_classes", spec.num_classes),
         ("vocab_size", getattr(spec, "vocab_size", None)),
+        ("context_length", getattr(spec, "text_length", None)),
     ):
         if key in model_cfg and model_cfg[key] is None:
             model_cfg[key] = value
@@ -71,6 +72,8 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
         raise config_lib.ConfigError(str(e).splitlines()[0]) from None
     if getattr(task, "needs_vocab", False):  # e.g. BLEU detokenizes the decodings
         task.vocab = data_lib.get_vocab(config.data)
+    if getattr(task, "needs_prompts", False):  # zero-shot classes from held-out templates
+        task.prompts, task.class_names = data_lib.zero_shot_prompts(config.data)
     total_steps = config_lib.resolve_total_steps(config, spec.num_examples[config.data.train_split])
     return Experiment(config, spec, model, task, total_steps)
 
