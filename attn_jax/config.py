@@ -179,9 +179,18 @@ def to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(config.to_dict(), indent=2, sort_keys=True)
 
 
+def _tuples(value: Any) -> Any:
+    """JSON arrays back to the tuples that experiment files write (JSON has no tuple)."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
 def from_json(text: str) -> ml_collections.ConfigDict:
     """The inverse of to_json; None values stay assignable so that overrides still work."""
-    config = ml_collections.ConfigDict(json.loads(text))
+    config = ml_collections.ConfigDict(_tuples(json.loads(text)))
     check_required(config, source="config.json")
     return config
 
@@ -230,7 +239,9 @@ def run_config(
     c.keep_checkpoints = 2
     c.target_metric = target_metric
     c.target_mode = target_mode
-    c.init_from = ""
+    c.init_from = ""  # "<workdir>[:<step>]" to start from (fine-tuning); see train/checkpoint.py
+    c.init_from_prefix = ""  # the source's subtree holding this model ("encoder" for MIM runs)
+    c.init_from_fresh = ()  # path prefixes that keep their fresh init, e.g. ("head",)
     c.plots = True
     c.distributed = ml_collections.ConfigDict()
     c.distributed.num_processes = 1
@@ -262,4 +273,5 @@ def adamw_config(
     c.end_lr_factor = end_lr_factor
     c.grad_clip_norm = grad_clip_norm
     c.grad_accum_steps = 1
+    c.layer_decay = 0.0  # ViT layer-wise lr decay for fine-tuning (train/optim.py); 0: off
     return c

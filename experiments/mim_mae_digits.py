@@ -15,7 +15,7 @@ at step 500, 0.352 at 1,500, 0.314 at the end (train 0.265). The reconstructions
 de-normalized with its input's mean and variance) are blurred but recognizable digits, the strokes
 continued through the removed patches.
 
-  python launch.py train --config experiments/mim_mae_digits.py --workdir runs/mae
+  python launch.py train --config experiments/mim_mae_digits.py --workdir runs/mim_mae_digits
 """
 
 import ml_collections

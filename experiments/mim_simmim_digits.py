@@ -15,7 +15,7 @@ pixels) 0.559 at step 500, 0.494 at 1,500, 0.454 at the end (train 0.405). From 
 quadrant the model draws plausible strokes of a digit in the other three, often not the right
 digit: 8x8 digits leave little to infer from a quarter.
 
-  python launch.py train --config experiments/mim_simmim_digits.py --workdir runs/simmim
+  python launch.py train --config experiments/mim_simmim_digits.py --workdir runs/mim_simmim_digits
 """
 
 import ml_collections

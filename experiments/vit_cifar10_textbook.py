@@ -35,7 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 2
     c.target_metric = "test/accuracy"
     c.target_mode = "max"
-    c.init_from = ""
+    c.init_from = ""  # "<workdir>[:<step>]" to start from (fine-tuning)
+    c.init_from_prefix = ""  # the subtree of its parameters that holds this model
+    c.init_from_fresh = ()  # path prefixes that keep their fresh init, e.g. ("head",)
     c.plots = True
 
     # The textbook trains on the normalized images as they are: no augmentation.

@@ -29,7 +29,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 2
     c.target_metric = "test/accuracy"
     c.target_mode = "max"
-    c.init_from = ""  # another workdir to start from (fine-tuning)
+    c.init_from = ""  # "<workdir>[:<step>]" to start from (fine-tuning)
+    c.init_from_prefix = ""  # the subtree of its parameters that holds this model
+    c.init_from_fresh = ()  # path prefixes that keep their fresh init, e.g. ("head",)
     c.plots = True
 
     c.data = data_config(name="sklearn_digits", augment=True)  # train/test: see its README
@@ -62,6 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.end_lr_factor = 0.0
     c.optim.grad_clip_norm = 1.0
     c.optim.grad_accum_steps = 1
+    c.optim.layer_decay = 0.0  # layer-wise lr decay when fine-tuning (e.g. 0.75); 0: off
 
     c.distributed = ml_collections.ConfigDict()
     c.distributed.num_processes = 1

@@ -31,7 +31,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.target_metric = "validation/accuracy"
     c.target_mode = "max"
-    c.init_from = ""
+    c.init_from = ""  # "<workdir>[:<step>]" to start from (fine-tuning)
+    c.init_from_prefix = ""  # the subtree of its parameters that holds this model
+    c.init_from_fresh = ()  # path prefixes that keep their fresh init, e.g. ("head",)
     c.plots = True
 
     c.data = data_config(name="imagenet2012", eval_split="validation", augment=True, image_size=224)

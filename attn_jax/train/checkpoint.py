@@ -5,10 +5,17 @@ pruning by metric can never delete the checkpoint that resume needs.
 Layout: <workdir>/checkpoints/latest/<step>/{state,data}, <workdir>/checkpoints/best/<step>/params.
 Orbax writes each step into a temporary directory and renames it when complete, so a crash mid-save
 never leaves a half-written checkpoint as the latest one.
+
+`init_params_from` starts a model from another workdir's parameters (fine-tuning, linear probes)
+without knowing the model that wrote them: it reads the saved tree's shapes from the orbax metadata
+and restores only the leaves it needs (orbax's partial restore), never the optimizer state.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +219,229 @@ def abstract_like(tree):
         lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None)),
         tree,
     )
+
+
+# -- starting from another workdir (fine-tuning) -------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class InitReport:
+    """What `init_params_from` did, counted in scalars (and arrays)."""
+
+    source: str
+    step: int
+    loaded: int
+    loaded_arrays: int
+    fresh: int
+    fresh_arrays: int
+    ignored: int
+    ignored_arrays: int
+
+    def summary(self) -> str:
+        """One line for the log."""
+        return (
+            f"init_from {self.source} step {self.step}: loaded {self.loaded:,} parameters "
+            f"({self.loaded_arrays} arrays), kept {self.fresh:,} fresh ({self.fresh_arrays}), "
+            f"ignored {self.ignored:,} of the source ({self.ignored_arrays})"
+        )
+
+
+def parse_init_from(spec: str) -> tuple[Path, int | None]:
+    """'<workdir>[:<step>]' -> (workdir, step or None)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and tail.isdigit():
+        return Path(head), int(tail)
+    return Path(spec), None
+
+
+def _matches(path: str, pattern: str) -> bool:
+    return path.startswith(pattern)
+
+
+def _listing(items: list[str], limit: int = 4) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _first_line(e: Exception) -> str:
+    text = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {text[:120]}"
+
+
+def _size(shape: tuple) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def init_params_from(
+    spec: str,
+    params,
+    *,
+    prefix: str = "",
+    fresh: Sequence[str] = (),
+) -> tuple[Any, InitReport]:
+    """`params` with every leaf not named in `fresh` replaced by another workdir's saved value.
+
+    Args:
+      spec: "<workdir>" (its best checkpoint if it has one, else its latest) or
+        "<workdir>:<step>" (that step, from either manager).
+      params: this model's freshly initialized parameters (arrays, placed as training wants
+        them); restored leaves take each one's dtype and sharding.
+      prefix: the subtree of the source's parameters that holds this model's ("encoder" for the
+        MIM pretraining runs); "" for the whole tree.
+      fresh: path prefixes of `params` ("head", "Transformer/encoder_norm") that keep their
+        fresh values.
+
+    Returns:
+      (params, report). Source leaves that no target leaf uses (a MIM decoder, its mask token)
+      are counted in the report as ignored.
+
+    Raises:
+      CheckpointError: no such workdir or step, unreadable metadata, a pattern of `fresh` or the
+        prefix that matches nothing, or target leaves missing from the source or of another
+        shape there (all listed in one line, with the fix).
+    """
+    workdir, step = parse_init_from(spec)
+    fresh = tuple(str(f) for f in fresh)
+    prefix = str(prefix).strip("/")
+    if not (workdir / "checkpoints").is_dir():
+        raise CheckpointError(
+            f"config.init_from {spec!r}: {workdir} holds no checkpoints/ directory; point it at "
+            "the workdir of a finished training run, optionally with :<step>"
+        )
+    source = Checkpointer(workdir, read_only=True, **_ranking_of(workdir))
+    try:
+        manager, item, step = _pick_source_step(source, step, spec)
+        where = f"{manager.directory}/{step}"
+        try:
+            tree = _as_tree(manager.item_metadata(step)[item])
+        except Exception as e:  # noqa: BLE001 - any unreadable metadata is a corrupt checkpoint
+            raise CheckpointError(
+                f"checkpoint {where} cannot be read ({_first_line(e)}); pick another step with "
+                "config.init_from=<workdir>:<step>"
+            ) from None
+        saved = _shapes(_get(tree, "params") if item == "state" else tree)
+        target = jax.tree_util.tree_flatten_with_path(params)
+        names = [_path_str(p) for p, _ in target[0]]
+        for pattern in fresh:
+            if not any(_matches(n, pattern) for n in names):
+                raise CheckpointError(
+                    f"config.init_from_fresh pattern {pattern!r} matches no parameter of the "
+                    f"model; patterns are path prefixes such as {names[-1]!r}"
+                )
+        under = f"{prefix}/" if prefix else ""
+        if prefix and not any(k.startswith(under) for k in saved):
+            tops = sorted({k.split("/")[0] for k in saved})
+            raise CheckpointError(
+                f"config.init_from_prefix {prefix!r} is not a subtree of the parameters in "
+                f"{where}; its top-level names are {_listing(tops, 8)}"
+            )
+        wanted, missing, misshaped = {}, [], []
+        for name, (_, leaf) in zip(names, target[0], strict=True):
+            if any(_matches(name, pattern) for pattern in fresh):
+                continue
+            key = under + name
+            if key not in saved:
+                missing.append(name)
+            elif saved[key] != tuple(leaf.shape):
+                misshaped.append(f"{name} {saved[key]} there vs {tuple(leaf.shape)} here")
+            else:
+                wanted[name] = leaf
+        if missing or misshaped:
+            problems = [f"missing {n}" for n in missing] + misshaped
+            raise CheckpointError(
+                f"config.init_from {where} does not fit the model under prefix {prefix!r}: "
+                f"{_listing(problems)}; set config.init_from_prefix to the subtree that holds "
+                "this model, list the leaves to train from scratch in config.init_from_fresh "
+                "(e.g. ('head',)), or use the config the source was trained with"
+            )
+        restored = _restore_subset(manager, step, item, prefix, wanted, where)
+    finally:
+        source.close()
+
+    leaves = [restored.get(name, leaf) for name, (_, leaf) in zip(names, target[0], strict=True)]
+    used = {under + n for n in wanted}
+    ignored = [k for k in saved if k not in used]
+    kept = [(n, leaf) for n, (_, leaf) in zip(names, target[0], strict=True) if n not in wanted]
+    report = InitReport(
+        source=str(workdir),
+        step=step,
+        loaded=sum(_size(saved[under + n]) for n in wanted),
+        loaded_arrays=len(wanted),
+        fresh=sum(int(np.size(leaf)) for _, leaf in kept),
+        fresh_arrays=len(kept),
+        ignored=sum(_size(saved[k]) for k in ignored),
+        ignored_arrays=len(ignored),
+    )
+    return jax.tree_util.tree_unflatten(target[1], leaves), report
+
+
+def _ranking_of(workdir: Path) -> dict[str, str]:
+    """The source run's own target metric and mode, by which its best checkpoint was kept."""
+    try:
+        saved = json.loads((workdir / "config.json").read_text())
+        return {"target_metric": saved["target_metric"], "target_mode": saved["target_mode"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # no readable config.json: the Checkpointer's defaults
+
+
+def _pick_source_step(source: Checkpointer, step: int | None, spec: str):
+    """(manager, item name, step) of the checkpoint that `spec` names."""
+    latest, best = set(source.latest.all_steps()), set(source.best.all_steps())
+    if step is None:
+        try:
+            step = source.best_step()
+        except KeyError:  # ranked by a metric its config.json does not name: the one kept
+            step = max(best) if best else None
+        if step is not None:
+            return source.best, "params", step
+        step = source.latest_step()
+        if step is None:
+            raise CheckpointError(
+                f"config.init_from {spec!r}: {source.root} holds no checkpoint yet; train that "
+                "workdir first"
+            )
+    if step in latest:
+        return source.latest, "state", step
+    if step in best:
+        return source.best, "params", step
+    raise CheckpointError(
+        f"config.init_from {spec!r}: no checkpoint at step {step} in {source.root}; kept steps: "
+        f"{sorted(latest | best)}"
+    )
+
+
+def _restore_subset(manager, step: int, item: str, prefix: str, wanted: dict, where: str):
+    """{target name: array} for the `wanted` leaves only, read with orbax's partial restore."""
+    if not wanted:
+        return {}
+    tree: dict = {}
+    for name, leaf in wanted.items():
+        node = tree
+        *parents, last = (prefix.split("/") if prefix else []) + name.split("/")
+        for part in parents:
+            node = node.setdefault(part, {})
+        sharding = getattr(leaf, "sharding", None)
+        node[last] = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+    item_tree = {"params": tree} if item == "state" else tree
+    try:
+        # The saved tree holds more than we ask for (optimizer state, a decoder): only a
+        # PyTree handler with partial_restore reads a subset; the Standard handler insists on
+        # the whole tree.
+        with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
+            out = reader.restore(
+                manager.directory / str(step) / item,
+                args=ocp.args.PyTreeRestore(
+                    item=item_tree,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(item_tree),
+                    partial_restore=True,
+                ),
+            )
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(
+            f"checkpoint {where} cannot be restored ({_first_line(e)}); pick another step with "
+            "config.init_from=<workdir>:<step>"
+        ) from None
+    if item == "state":
+        out = out["params"]
+    for part in prefix.split("/") if prefix else []:
+        out = out[part]
+    flat = jax.tree_util.tree_flatten_with_path(out)[0]
+    return {_path_str(p): x for p, x in flat}

@@ -28,7 +28,7 @@ from attn_jax import data as data_lib
 from attn_jax.models import build_model, count_params
 from attn_jax.tasks import build_task
 from attn_jax.train import sharding as shard_lib
-from attn_jax.train.checkpoint import Checkpointer
+from attn_jax.train.checkpoint import Checkpointer, init_params_from
 from attn_jax.train.metric_writers import MetricWriter
 from attn_jax.train.optim import make_optimizer
 from attn_jax.train.plots import plot_curves
@@ -267,7 +267,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
         init_key = jax.random.key(config.seed)
         state = jax.jit(init_fn, out_shardings=state_sharding)(init_key)
         if config.get("init_from"):
-            state = state.replace(params=_params_from(config.init_from, abstract_state))
+            state = state.replace(params=_params_from(config, state.params, verbose=is_main))
         start = 0
     # Written only once the checkpoint (if any) is known to fit, so that a bad restart never
     # replaces the config that the workdir's checkpoints were trained with.
@@ -372,14 +372,23 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
     return result
 
 
-def _params_from(source: str, abstract_state):
-    """Parameters of another workdir's best (else latest) checkpoint, for fine-tuning."""
-    other = Checkpointer(source, read_only=True)
-    try:
-        best = other.best_step() is not None
-        return other.restore_params(abstract_state, best=best)[1]
-    finally:
-        other.close()
+def _params_from(config: ml_collections.ConfigDict, params, *, verbose: bool = True):
+    """`params` with the leaves of `config.init_from` loaded (fine-tuning, linear probes).
+
+    `init_from_prefix` names the source's subtree that holds this model ("encoder" for MIM
+    pretraining), `init_from_fresh` the leaves that keep their fresh values ("head"); `config.get`
+    keeps the config.json of older runs, which lack both keys, loadable.
+    """
+    fresh = config.get("init_from_fresh", ()) or ()
+    params, report = init_params_from(
+        config.init_from,
+        params,
+        prefix=config.get("init_from_prefix", "") or "",
+        fresh=(fresh,) if isinstance(fresh, str) else tuple(fresh),
+    )
+    if verbose:
+        tqdm.write(report.summary(), file=sys.stderr)
+    return params
 
 
 def evaluate(

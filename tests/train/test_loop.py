@@ -3,6 +3,8 @@ on one device and on four (conftest forces four host devices)."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -49,6 +51,7 @@ def _batch(n=16):
     }
 
 
+@functools.cache  # the one-device reference run is shared by the tests
 def _run(devices, microbatches, steps=3, dropout=0.0):
     model, task, tx, schedule, mesh, init_fn, sharding = _setup(devices, dropout=dropout)
     state = jax.jit(init_fn, out_shardings=sharding)(jax.random.key(0))

@@ -171,3 +171,107 @@ def test_step_schedule_drops_the_rate_once():
     )
     assert float(sched(0)) == pytest.approx(1e-4) and float(sched(199)) == pytest.approx(1e-4)
     assert float(sched(200)) == pytest.approx(1e-5) and float(sched(299)) == pytest.approx(1e-5)
+
+
+# -- layer-wise learning-rate decay (BEiT / MAE fine-tuning) ------------------------------------
+def _vit_shapes(scan: bool, depth: int = 3):
+    from attn_jax.models import build_model
+
+    model = build_model(
+        {
+            "name": "vit",
+            "patch_size": 2,
+            "hidden_size": 8,
+            "depth": depth,
+            "num_heads": 2,
+            "mlp_dim": 16,
+            "num_classes": 10,
+            "representation_size": 4,
+            "scan": scan,
+        }
+    )
+    return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 1)))["params"]
+
+
+def _flat(tree):
+    from attn_jax.train.optim import param_path
+
+    return {param_path(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _expected_layer(name: str, depth: int) -> int:
+    """BEiT's layer id i written out by hand: 0 below the blocks, l + 1 in block l, L + 1 above."""
+    if name.startswith(("embedding/", "cls", "Transformer/posembed_input/")):
+        return 0
+    if name.startswith("Transformer/encoderblock_"):
+        return int(name.split("/")[1].removeprefix("encoderblock_")) + 1
+    assert name.startswith(("Transformer/encoder_norm/", "pre_logits/", "head/")), name
+    return depth + 1
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_layer_decay_factors_follow_beits_formula(scan):
+    from attn_jax.train.optim import layer_decay_factors
+
+    decay, depth = 0.5, 3
+    factors = _flat(layer_decay_factors(_vit_shapes(scan, depth), decay))
+    assert len(factors) == 10 + 16 * (1 if scan else depth)  # 16 leaves per block
+    shapes = _flat(_vit_shapes(scan, depth))
+    for name, factor in factors.items():
+        if scan and name.startswith("Transformer/encoderblock/"):
+            leaf_rank = len(shapes[name].shape)
+            assert np.shape(factor) == (depth,) + (1,) * (leaf_rank - 1)
+            np.testing.assert_allclose(np.ravel(factor), [0.5**3, 0.5**2, 0.5**1])
+        else:
+            assert factor == pytest.approx(decay ** (depth + 1 - _expected_layer(name, depth)))
+    assert factors["embedding/kernel"] == pytest.approx(0.5**4)
+    assert factors["head/kernel"] == 1.0
+
+
+def test_one_adamw_step_with_layer_decay_scales_each_leaf_by_hand():
+    # A ViT's naming with one leaf or two per layer: kernels (decayed) and biases/scales (not).
+    depth, decay = 2, 0.6
+    block = {"MlpBlock_3": {"Dense_0": {"kernel": (8, 16), "bias": (16,)}}}
+    shapes = {
+        "embedding": {"kernel": (2, 2, 1, 8)},
+        "cls": (1, 1, 8),
+        "Transformer": {
+            "posembed_input": {"pos_embedding": (1, 17, 8)},
+            "encoderblock_0": block,
+            "encoderblock_1": block,
+            "encoder_norm": {"scale": (8,)},
+        },
+        "head": {"kernel": (8, 10), "bias": (10,)},
+    }
+    rng = np.random.default_rng(0)
+    is_shape = lambda x: isinstance(x, tuple)
+    draw = lambda s: jnp.asarray(rng.standard_normal(s), jnp.float32)
+    params = jax.tree_util.tree_map(draw, shapes, is_leaf=is_shape)
+    grads = jax.tree_util.tree_map(draw, shapes, is_leaf=is_shape)
+    cfg = {"name": "adamw", "lr": 0.1, "weight_decay": 0.5, "schedule": "constant"}
+
+    def update(c):
+        tx, _ = make_optimizer(c, total_steps=10)
+        return _flat(jax.jit(lambda g, p: tx.update(g, tx.init(p), p)[0])(grads, params))
+
+    base = update(cfg)
+    decayed = update(dict(cfg, layer_decay=decay))
+    # Composed with a multiplier: the factors multiply, and 0 still freezes.
+    both = update(dict(cfg, layer_decay=decay, lr_multipliers={"head": 0.5, "cls": 0.0}))
+    for name, u in base.items():
+        factor = decay ** (depth + 1 - _expected_layer(name, depth))
+        np.testing.assert_allclose(decayed[name], factor * u, rtol=1e-5, atol=1e-7)
+        mult = 0.5 if name.startswith("head") else 0.0 if name == "cls" else 1.0
+        np.testing.assert_allclose(both[name], mult * factor * u, rtol=1e-5, atol=1e-7)
+    assert float(jnp.abs(base["embedding/kernel"]).min()) > 0  # the comparison is not 0 == 0
+
+
+def test_layer_decay_needs_encoder_blocks_and_a_valid_value():
+    from attn_jax.config import ConfigError
+
+    tx, _ = make_optimizer(dict(ADAMW, layer_decay=0.75), 10)
+    with pytest.raises(ConfigError, match="optim.layer_decay needs a ViT-style encoder") as err:
+        tx.init(TREE)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"optim.layer_decay = 1.5: .*in \(0, 1\]"):
+        make_optimizer(dict(ADAMW, layer_decay=1.5), 10)
