@@ -21,42 +21,19 @@ The head's rate was picked on a validation slice (train[80%:]): 3e-2 for the MAE
 
 import ml_collections
 
-from attn_jax.config import adamw_config, run_config
-from attn_jax.data import data_config
+from experiments.mim_finetune_digits import get_config as finetune_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = run_config(
-        "mim_linear_probe_digits",
-        batch_size=64,
-        total_steps=1000,
-        eval_every=250,
-        target_metric="test/accuracy",
-        eval_batch_size=512,
-        log_every=50,
-    )
-    c.init_from = "runs/mim_mae_digits"  # experiments/mim_mae_digits.py's workdir
-    c.init_from_prefix = "encoder"
-    c.init_from_fresh = ("head",)
-    c.data = data_config(name="sklearn_digits", augment=False, train_split="train[:10%]")
-
-    c.model = ml_collections.ConfigDict()
-    c.model.name = "vit"
-    c.model.num_classes = ml_collections.config_dict.placeholder(int)  # None: from the dataset
-    c.model.patch_size = 2
-    c.model.hidden_size = 64
-    c.model.depth = 4
-    c.model.num_heads = 4
-    c.model.mlp_dim = 128
-    c.model.posemb = "sincos2d"
-    c.model.pool = "token"
+    # The fine-tuning classifier and its data, with the encoder frozen and no regularization.
+    c = finetune_config()
+    c.experiment = "mim_linear_probe_digits"
+    c.data.augment = False
     c.model.dropout_rate = 0.0
-    c.model.attention_dropout_rate = 0.0
-
-    c.task = ml_collections.ConfigDict()
-    c.task.name = "classification"
     c.task.label_smoothing = 0.0
-
-    c.optim = adamw_config(3e-2, weight_decay=0.0, warmup_steps=50, grad_clip_norm=0.0)
+    c.optim.lr = 3e-2
+    c.optim.weight_decay = 0.0
+    c.optim.grad_clip_norm = 0.0
+    c.optim.layer_decay = 0.0
     c.optim.lr_multipliers = {"": 0.0, "head": 1.0}
     return c
