@@ -34,8 +34,51 @@ REQUIRED_KEYS = (
 )
 
 
+# Trainer keys that every config has, with these defaults where an experiment file (or the
+# config.json of an older run) does not set them, so that any of them can be overridden from the
+# command line.
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "on_nonfinite": "stop",  # a non-finite loss or gradient norm: "stop" the run, or "skip" it
+    "max_runtime": 0.0,  # seconds of training before a clean stop (checkpoint, exit 75); 0: none
+    "allow_changes": "",  # "k1,k2": config keys a resume may change (train/workdir.py)
+}
+NONFINITE_POLICIES = ("stop", "skip")
+
+
 class ConfigError(UserError, ValueError):
     """A config problem the user can fix; its message is one line."""
+
+
+def fill_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Adds the TRAINER_DEFAULTS keys that `config` lacks (in place) and returns it."""
+    with config.unlocked():
+        for key, value in TRAINER_DEFAULTS.items():
+            if key not in config:
+                config[key] = value
+    return config
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Trainer values that cannot work, as one-line errors before any work."""
+    if int(config.keep_checkpoints) < 1:
+        raise ConfigError(
+            f"config.keep_checkpoints must be at least 1 (resume needs the latest checkpoint); "
+            f"got {config.keep_checkpoints}"
+        )
+    policy = config.get("on_nonfinite", "stop")
+    if policy not in NONFINITE_POLICIES:
+        raise ConfigError(
+            f"config.on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}; got {policy!r}"
+        )
+    if float(config.get("max_runtime", 0.0) or 0.0) < 0:
+        raise ConfigError(f"config.max_runtime must be >= 0 seconds; got {config.max_runtime}")
+
+
+def to_plain(config: Any) -> Any:
+    """A ConfigDict (or mapping) as plain nested dicts and lists, as config.json stores it."""
+    if isinstance(config, ml_collections.ConfigDict):
+        config = config.to_dict()
+    return json.loads(json.dumps(config, default=str))
 
 
 def import_config(path: str | Path) -> ml_collections.ConfigDict:
@@ -57,7 +100,7 @@ def load_config(path: str | Path) -> ml_collections.ConfigDict:
     """Imports a training experiment file and checks that it has the trainer's keys."""
     config = import_config(path)
     check_required(config, source=str(path))
-    return config
+    return fill_defaults(config)
 
 
 def check_required(config: ml_collections.ConfigDict, source: str = "config") -> None:
@@ -156,7 +199,14 @@ def check_key(config: ml_collections.ConfigDict, key: str) -> None:
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:
-    """Applies '--config.a.b=v' strings in place, coercing each value to the key's type."""
+    """Applies '--config.a.b=v' strings in place, coercing each value to the key's type.
+
+    An explicit value always wins over what the file derives it from: `--config.total_steps=N`
+    on a config that counts `num_epochs` switches the epochs off (both given and non-zero is an
+    error naming the one to drop).
+    """
+    fill_defaults(config)
+    given = {}
     for arg in overrides:
         key, raw = parse_override(arg)
         parent, leaf = _lookup(config, key)
@@ -165,6 +215,15 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
             parent[leaf] = value
         except TypeError as e:
             raise ConfigError(f"config.{key}: {e}") from None
+        given[key] = value
+    if "total_steps" in given and "num_epochs" in config:
+        if "num_epochs" not in given:
+            config.num_epochs = 0
+        elif given["num_epochs"] and given["total_steps"]:
+            raise ConfigError(
+                "--config.num_epochs and --config.total_steps both set the run's length; give "
+                "only one of them (or set the other to 0)"
+            )
 
 
 def resolve_total_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> int:
@@ -192,7 +251,7 @@ def from_json(text: str) -> ml_collections.ConfigDict:
     """The inverse of to_json; None values stay assignable so that overrides still work."""
     config = ml_collections.ConfigDict(_tuples(json.loads(text)))
     check_required(config, source="config.json")
-    return config
+    return fill_defaults(config)
 
 
 def save(config: ml_collections.ConfigDict, path: str | Path) -> None:

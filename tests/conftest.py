@@ -1,7 +1,12 @@
 """Test-wide setup: four forced host devices so that multi-device code runs on a CPU."""
 
 import os
+import tempfile
 
 # Must be set before jax is imported anywhere in the test process.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Launcher tests start many short processes that compile the same programs: a persistent
+# compilation cache shared by the whole session (and its subprocesses) compiles each once.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="attn_jax_xla_cache_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

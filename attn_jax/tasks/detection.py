@@ -49,7 +49,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from attn_jax import boxes as box_ops
-from attn_jax.eval.coco import coco_detection_metrics
+from attn_jax.eval.coco import METRIC_NAMES, coco_detection_metrics
 
 # Stands in for NaN/inf costs (a diverged model): the assignment then still exists and the loss,
 # not a crash inside the callback, shows the divergence.
@@ -142,6 +142,7 @@ class Detection:
     """
 
     target_metrics = ("AP", "AP50", "loss")
+    host_metric_names = METRIC_NAMES  # reported by finalize_outputs, besides finalize's
     curve_metrics = ("loss", "accuracy", "AP", "AP50", "loss_bbox", "loss_giou")
 
     def __init__(

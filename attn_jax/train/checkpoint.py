@@ -9,13 +9,23 @@ never leaves a half-written checkpoint as the latest one.
 `init_params_from` starts a model from another workdir's parameters (fine-tuning, linear probes)
 without knowing the model that wrote them: it reads the saved tree's shapes from the orbax metadata
 and restores only the leaves it needs (orbax's partial restore), never the optimizer state.
+
+A checkpoint that cannot be read (a torn write that escaped orbax's rename, a corrupted array file)
+never stops a resume: it is reported in one line, moved aside to checkpoints/unreadable/ (never
+deleted) and the newest intact step is used. A checkpoint that reads but does not fit the config
+is a different matter and stops with one line: falling back would only meet the same mismatch.
+The best checkpoint is ranked with non-finite metrics as the worst possible value and is never
+written for them, so a diverged evaluation cannot evict the real best.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +40,22 @@ class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used; the message is one line naming the problem and the fix."""
 
 
+class UnreadableCheckpointError(CheckpointError):
+    """A checkpoint whose files cannot be read (corrupt or incomplete), as opposed to one that
+    reads but does not fit the config; an earlier step may stand in for it."""
+
+
+def rank_value(value: Any, mode: str) -> float:
+    """A metric as a sort key where larger is better; NaN, inf and missing values are worst."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return -math.inf
+    if not math.isfinite(v):
+        return -math.inf
+    return v if mode == "max" else -v
+
+
 def _path_str(path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
@@ -37,6 +63,20 @@ def _path_str(path) -> str:
 def _shapes(tree) -> dict[str, tuple]:
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {_path_str(p): tuple(getattr(x, "shape", ())) for p, x in leaves}
+
+
+def check_state_fits(saved_state, abstract_state, where: str) -> None:
+    """Like `check_fits` for the parameters, then the rest of the state (the optimizer's)."""
+    check_fits(_get(saved_state, "params"), _get(abstract_state, "params"), where)
+    saved, wanted = _shapes(saved_state), _shapes(abstract_state)
+    if saved != wanted:
+        differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        raise CheckpointError(
+            f"checkpoint in {where} holds an optimizer state of another structure than the "
+            f"config's optimizer builds (first difference: {differ[0]}); resume with the "
+            "optimizer settings it was trained with, or keep its parameters and start a new "
+            f"--workdir with --config.init_from={Path(where).parent.parent.parent}"
+        )
 
 
 def check_fits(saved_params, abstract_params, where: str) -> None:
@@ -78,6 +118,8 @@ class Checkpointer:
         root = Path(workdir).absolute() / "checkpoints"
         self.root = root
         self.target_metric = target_metric
+        self.target_mode = target_mode
+        self.read_only = read_only
         self.latest = ocp.CheckpointManager(
             root / "latest",
             options=ocp.CheckpointManagerOptions(
@@ -86,6 +128,8 @@ class Checkpointer:
                 enable_async_checkpointing=True,
                 create=not read_only,
                 read_only=read_only,
+                # Removes what a kill in the middle of a save left behind.
+                cleanup_tmp_directories=not read_only,
             ),
             # Handlers named up front: a fresh process (eval, resume) can then read the items'
             # metadata before restoring anything.
@@ -98,12 +142,13 @@ class Checkpointer:
             root / "best",
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=1,
-                best_fn=lambda metrics: metrics[target_metric],
-                best_mode=target_mode,
+                best_fn=lambda metrics: rank_value(metrics.get(target_metric), target_mode),
+                best_mode="max",
                 keep_checkpoints_without_metrics=False,
                 enable_async_checkpointing=False,
                 create=not read_only,
                 read_only=read_only,
+                cleanup_tmp_directories=not read_only,
             ),
             item_handlers={"params": ocp.StandardCheckpointHandler()},
         )
@@ -118,16 +163,37 @@ class Checkpointer:
             force=force,
         )
 
-    def save_best(self, step: int, params, metrics: dict[str, float]) -> None:
-        if self.target_metric not in metrics:
-            return
+    def save_best(self, step: int, params, metrics: dict[str, float]) -> bool:
+        """Keeps `params` if `metrics[target_metric]` beats the kept best; False if not written.
+
+        A non-finite value is never written: it would rank last anyway, and the checkpoint it
+        belongs to holds the weights of a diverged run.
+        """
+        value = metrics.get(self.target_metric)
+        if value is None or rank_value(value, self.target_mode) == -math.inf:
+            return False
         if step in self.best.all_steps():
-            return
-        self.best.save(
-            step,
-            args=ocp.args.Composite(params=ocp.args.StandardSave(params)),
-            metrics={k: float(v) for k, v in metrics.items()},
+            return False
+        finite = {k: float(v) for k, v in metrics.items() if _finite(v)}
+        return bool(
+            self.best.save(
+                step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)), metrics=finite
+            )
         )
+
+    def move_aside_stale_best(self) -> list[int]:
+        """At a fresh start: best checkpoints of an earlier run in this workdir (whose latest
+        checkpoints are gone) go to checkpoints/stale-<time>/, since orbax refuses a new best at
+        a step <= theirs and `eval --best` would report the old run. Returns their steps."""
+        steps = list(self.best.all_steps())
+        if not steps:
+            return []
+        target = self.root / f"stale-{time.strftime('%Y%m%d-%H%M%S')}"
+        target.mkdir(parents=True, exist_ok=True)
+        for step in steps:
+            shutil.move(str(self.root / "best" / str(step)), str(target / str(step)))
+        self.best.reload()
+        return steps
 
     def wait(self) -> None:
         self.latest.wait_until_finished()
@@ -149,36 +215,89 @@ class Checkpointer:
         try:
             meta = manager.item_metadata(step)[item]
         except Exception as e:  # noqa: BLE001 - any unreadable metadata is a corrupt checkpoint
-            raise CheckpointError(
-                f"checkpoint {where} cannot be read ({type(e).__name__}: {str(e)[:120]}); "
-                "delete that step directory to fall back to an earlier one"
+            raise UnreadableCheckpointError(
+                f"checkpoint {where} cannot be read ({_first_line(e)})"
             ) from None
         if meta is None:
-            raise CheckpointError(
-                f"checkpoint {where} has no '{item}' item; delete that step directory to fall back"
-            )
-        check_fits(params_of(_as_tree(meta)), params_of(abstract), where)
+            raise UnreadableCheckpointError(f"checkpoint {where} has no '{item}' item")
+        if item == "state":
+            check_state_fits(_as_tree(meta), abstract, where)
+        else:
+            check_fits(params_of(_as_tree(meta)), params_of(abstract), where)
         try:
             restored = manager.restore(
                 step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)})
             )
         except Exception as e:  # noqa: BLE001
-            raise CheckpointError(
-                f"checkpoint {where} cannot be restored ({type(e).__name__}: {str(e)[:120]}); "
-                "delete that step directory to fall back to an earlier one"
+            raise UnreadableCheckpointError(
+                f"checkpoint {where} cannot be restored ({_first_line(e)})"
             ) from None
         return restored[item]
 
     def restore_state(self, step: int, abstract_state) -> tuple[Any, dict[str, Any]]:
         """Full train state and the input iterator's state, for resuming."""
-        state = self._restore_item(
-            self.latest, step, "state", abstract_state, params_of=lambda t: _get(t, "params")
-        )
-        data = self.latest.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
-        return state, data["data"]
+        state = self._restore_item(self.latest, step, "state", abstract_state)
+        try:
+            data = self.latest.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
+            data = data["data"]
+        except Exception as e:  # noqa: BLE001
+            raise UnreadableCheckpointError(
+                f"checkpoint {self.latest.directory}/{step} has no readable input-iterator state "
+                f"({_first_line(e)})"
+            ) from None
+        if not isinstance(data, dict):
+            raise UnreadableCheckpointError(
+                f"checkpoint {self.latest.directory}/{step} has no input-iterator state"
+            )
+        return state, data
 
-    def restore_params(self, abstract_state, *, step: int | None = None, best: bool = False):
-        """Parameters for evaluation: from the best checkpoint, a given step, or the latest."""
+    def restore_latest(
+        self, abstract_state, *, report: Callable[[str], None] = print, move_aside: bool = True
+    ) -> tuple[int, Any, dict[str, Any]] | None:
+        """(step, state, iterator state) of the newest readable checkpoint; None if there is none.
+
+        Unreadable steps are reported through `report` and, with `move_aside`, moved to
+        checkpoints/unreadable/ (the caller decides: in a multi-process run only process 0 moves,
+        after every process has chosen).
+        """
+        self.unreadable: list[int] = []
+        for step in sorted(self.latest.all_steps(), reverse=True):
+            try:
+                state, data = self.restore_state(step, abstract_state)
+            except UnreadableCheckpointError as e:
+                self.unreadable.append(step)
+                report(f"{e}; falling back to the previous checkpoint")
+                continue
+            if move_aside:
+                self.move_aside_unreadable()
+            return step, state, data
+        if move_aside:
+            self.move_aside_unreadable()
+        return None
+
+    def move_aside_unreadable(self) -> None:
+        """Moves the steps that `restore_latest` could not read to checkpoints/unreadable/."""
+        if not getattr(self, "unreadable", None):
+            return
+        target = self.root / "unreadable"
+        target.mkdir(parents=True, exist_ok=True)
+        for step in self.unreadable:
+            source = self.root / "latest" / str(step)
+            if source.exists():
+                shutil.move(str(source), str(target / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"))
+        self.unreadable = []
+        self.latest.reload()
+
+    def restore_params(
+        self,
+        abstract_state,
+        *,
+        step: int | None = None,
+        best: bool = False,
+        report: Callable[[str], None] = print,
+    ):
+        """Parameters for evaluation: from the best checkpoint, a given step, or the latest
+        readable one (unreadable newer steps are reported through `report` and skipped)."""
         if best:
             step = self.best_step()
             if step is None:
@@ -188,9 +307,15 @@ class Checkpointer:
             abstract = abstract_state.params
             return step, self._restore_item(self.best, step, "params", abstract)
         if step is None:
-            step = self.latest_step()
-            if step is None:
+            if self.latest_step() is None:
                 raise CheckpointError(f"no checkpoint in {self.root}/latest; train first")
+            found = self.restore_latest(abstract_state, report=report, move_aside=False)
+            if found is None:
+                raise CheckpointError(
+                    f"no checkpoint in {self.root}/latest can be read; train again in a new "
+                    "--workdir, or pass --step for a kept best checkpoint"
+                )
+            return found[0], found[1].params
         if step in self.latest.all_steps():
             state = self._restore_item(
                 self.latest, step, "state", abstract_state, params_of=lambda t: _get(t, "params")
@@ -200,6 +325,13 @@ class Checkpointer:
             return step, self._restore_item(self.best, step, "params", abstract_state.params)
         kept = sorted(set(self.latest.all_steps()) | set(self.best.all_steps()))
         raise CheckpointError(f"no checkpoint at step {step} in {self.root}; kept steps: {kept}")
+
+
+def _finite(v) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
 
 
 def _get(tree, name):

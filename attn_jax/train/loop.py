@@ -8,7 +8,9 @@ uninterrupted one. The loop never waits on the device except where it must show 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -25,14 +27,28 @@ from tqdm.auto import tqdm
 
 from attn_jax import config as config_lib
 from attn_jax import data as data_lib
+from attn_jax import errors
 from attn_jax.models import build_model, count_params
 from attn_jax.tasks import build_task
 from attn_jax.train import sharding as shard_lib
+from attn_jax.train import workdir as workdir_lib
 from attn_jax.train.checkpoint import Checkpointer, init_params_from
 from attn_jax.train.metric_writers import MetricWriter
 from attn_jax.train.optim import make_optimizer
 from attn_jax.train.plots import plot_curves
+from attn_jax.train.preemption import StopRequest
 from attn_jax.train.state import TrainState
+
+
+class RunStopped(Exception):
+    """Training ended before `total_steps` on purpose: preempted (the state is checkpointed;
+    rerunning the same command resumes) or diverged. The launcher prints `message` on stderr and
+    `result` as its JSON line, and exits with `exit_code`."""
+
+    def __init__(self, message: str, *, exit_code: int, result: dict[str, Any]):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.result = result
 
 
 @dataclasses.dataclass
@@ -50,8 +66,12 @@ class Experiment:
         return self.task.init_inputs(self.spec)
 
 
-def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
-    """Resolves data spec, model and task; raises one-line errors for bad configs."""
+def build_experiment(config: ml_collections.ConfigDict, *, with_data: bool = True) -> Experiment:
+    """Resolves data spec, model and task; raises one-line errors for bad configs.
+
+    `with_data=False` (`info`) reads nothing from the dataset: what a task fetches from the data
+    only to evaluate (a vocabulary for BLEU, zero-shot prompts) is left out.
+    """
     spec = data_lib.dataset_info(config.data)
     model_cfg = dict(config.model)
     # Sizes the data decides unless the config pins them: classes of images, tokens of text.
@@ -70,9 +90,9 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
         make_optimizer(config.optim, 1)
     except (ValueError, TypeError) as e:
         raise config_lib.ConfigError(str(e).splitlines()[0]) from None
-    if getattr(task, "needs_vocab", False):  # e.g. BLEU detokenizes the decodings
+    if with_data and getattr(task, "needs_vocab", False):  # e.g. BLEU detokenizes the decodings
         task.vocab = data_lib.get_vocab(config.data)
-    if getattr(task, "needs_prompts", False):  # zero-shot classes from held-out templates
+    if with_data and getattr(task, "needs_prompts", False):  # zero-shot classes from templates
         task.prompts, task.class_names = data_lib.zero_shot_prompts(config.data)
     total_steps = config_lib.resolve_total_steps(config, spec.num_examples[config.data.train_split])
     return Experiment(config, spec, model, task, total_steps)
@@ -138,7 +158,22 @@ def make_train_step(model, task, tx, schedule, mesh, state_sharding, *, microbat
             grads, metrics = jax.tree_util.tree_map(lambda x: x / microbatches, sums)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, grad_norm=optax.tree.norm(grads), lr=schedule(state.step))
+        grad_norm = optax.tree.norm(grads)
+        # A non-finite loss or gradient never reaches the state: the update is skipped (the step
+        # counter still moves, so schedule and data stay aligned) and the loop, which reads the
+        # flag, stops or counts it (config.on_nonfinite). The state then always holds the last
+        # finite parameters, whatever is checkpointed.
+        finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+        keep = functools.partial(
+            jax.tree_util.tree_map, lambda new, old: jnp.where(finite, new, old)
+        )
+        params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+        metrics = dict(
+            metrics,
+            grad_norm=grad_norm,
+            lr=schedule(state.step),
+            nonfinite_step=1.0 - finite.astype(jnp.float32),
+        )
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new_state, metrics
 
@@ -224,29 +259,99 @@ def _eval_batches(config, split: str):
     )
 
 
+def _state_bytes(abstract_state) -> int:
+    return sum(
+        int(np.prod(x.shape, dtype=np.int64)) * np.dtype(x.dtype).itemsize
+        for x in jax.tree_util.tree_leaves(abstract_state)
+    )
+
+
+def _reported_metrics(exp: Experiment, config, abstract_params) -> set[str] | None:
+    """The metric names (without the split) that an evaluation of `exp` reports; None when the
+    task cannot tell without running (its sums do not finalize from zeros)."""
+    spec = exp.spec.element_spec
+    b = config.get("eval_batch_size") or config.batch_size
+    batch = {k: jax.ShapeDtypeStruct((b, *shape), dtype) for k, (shape, dtype) in spec.items()}
+    batch["mask"] = jax.ShapeDtypeStruct((b,), jnp.bool_)
+    try:
+        sums = jax.eval_shape(
+            lambda p, x: exp.task.eval_sums(exp.model, p, x), abstract_params, batch
+        )
+        zeros = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), sums)
+        names = set(exp.task.finalize(zeros))
+    except Exception:  # noqa: BLE001 - a task that needs real data to finalize: cannot check
+        return None
+    return names | set(getattr(exp.task, "host_metric_names", ()))
+
+
+def check_target_metric(exp: Experiment, config, abstract_params) -> None:
+    """A target_metric that evaluation will not report is a config error before any training
+    (it would leave the best checkpoint unwritten and the sweep rankings arbitrary)."""
+    target, split = config.target_metric, config.data.eval_split
+    names = _reported_metrics(exp, config, abstract_params)
+    if names is None:
+        return
+    reported = sorted(f"{split}/{n}" for n in names)
+    name = target.removeprefix(f"{split}/")
+    if not target.startswith(f"{split}/") or not (
+        name in names or any(name.startswith(n + "/") for n in names)
+    ):
+        raise config_lib.ConfigError(
+            f"config.target_metric {target!r} is not reported by this experiment's evaluation; "
+            f"choose one of {', '.join(reported[:8])}"
+        )
+
+
+def _log(message: str, enabled: bool = True) -> None:
+    if enabled:
+        tqdm.write(message, file=sys.stderr)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Trains (or resumes) the experiment in `workdir`; returns the final metrics."""
+    """Trains (or resumes) the experiment in `workdir`; returns the final metrics.
+
+    Raises:
+      RunStopped: preempted (SIGTERM/SIGINT, config.max_runtime: checkpointed, exit 75) or
+        diverged (a non-finite loss with config.on_nonfinite="stop", exit 3).
+      UserError: a config, data, checkpoint or workdir problem, in one line.
+    """
     shard_lib.initialize_distributed(config.get("distributed", {}))
+    config_lib.fill_defaults(config)
+    config_lib.validate(config)
     workdir = Path(workdir)
-    is_main = jax.process_index() == 0
     exp = build_experiment(config)
     mesh = shard_lib.make_mesh()
     shard_lib.check_batch_size(config.batch_size, mesh, microbatches=config.get("microbatches", 1))
     if config.get("eval_batch_size"):
         shard_lib.check_batch_size(config.eval_batch_size, mesh, key="eval_batch_size")
-    if is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as held:
+        if jax.process_index() == 0:  # one writer per workdir: process 0 of this run
+            workdir_lib.check_writable(workdir)
+            held.enter_context(workdir_lib.WorkdirLock(workdir))
+        return _train_in(config, workdir, exp, mesh)
 
+
+def _train_in(config, workdir: Path, exp: Experiment, mesh) -> dict[str, Any]:
+    """`train` once the workdir is known to be ours."""
+    is_main = jax.process_index() == 0
     tx, schedule = make_optimizer(config.optim, exp.total_steps)
     init_fn = make_init_fn(exp.model, tx, exp.init_inputs())
     abstract_state, state_sharding = _state_shardings(init_fn, mesh)
+    check_target_metric(exp, config, abstract_state.params)
+    if workdir_lib.has_checkpoints(workdir):
+        stored = workdir_lib.read_stored_config(workdir)
+        if stored is not None:
+            workdir_lib.check_resume_config(stored, config, workdir)
+    if is_main:
+        # The latest K states, a best parameter set, and room for the one being written.
+        needed = _state_bytes(abstract_state) * (config.keep_checkpoints + 1)
+        workdir_lib.check_writable(workdir, needed_bytes=needed)
     ckpt = Checkpointer(
         workdir,
         keep=config.keep_checkpoints,
         target_metric=config.target_metric,
         target_mode=config.get("target_mode", "max"),
     )
-
     train_ds = data_lib.make_dataset(
         config.data,
         config.data.train_split,
@@ -258,12 +363,24 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
     )
     train_iter = iter(train_ds)
 
-    # Precedence: this workdir's checkpoint, then init_from, then a fresh init.
-    start = ckpt.latest_step()
-    if start is not None:
-        state, data_state = ckpt.restore_state(start, abstract_state)
+    # Precedence: this workdir's newest readable checkpoint, then init_from, then a fresh init.
+    found = ckpt.restore_latest(abstract_state, report=lambda m: _log(m, is_main), move_aside=False)
+    if jax.process_count() > 1:  # every process has chosen before any file moves
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("attn_jax_restore_chosen")
+    if is_main:
+        ckpt.move_aside_unreadable()
+    if found is not None:
+        start, state, data_state = found
         train_iter.set_state(data_state)
     else:
+        if is_main:
+            stale = ckpt.move_aside_stale_best()
+            if stale:
+                _log(
+                    f"moved best checkpoints {stale} of an earlier run aside to {ckpt.root}/stale-*"
+                )
         init_key = jax.random.key(config.seed)
         state = jax.jit(init_fn, out_shardings=state_sharding)(init_key)
         if config.get("init_from"):
@@ -276,13 +393,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
 
     writer = MetricWriter(workdir, enabled=is_main, resume_step=start if start else None)
     n_params = count_params(state.params)
-    if is_main:
-        tqdm.write(
-            f"{config.get('experiment', 'experiment')}: {n_params:,} params, "
-            f"{exp.total_steps} steps of {config.batch_size} on {mesh.devices.size} device(s)"
-            + (f", resuming at step {start}" if start else ""),
-            file=sys.stderr,
-        )
+    _log(
+        f"{config.get('experiment', 'experiment')}: {n_params:,} params, "
+        f"{exp.total_steps} steps of {config.batch_size} on {mesh.devices.size} device(s)"
+        + (f", resuming at step {start}" if start else ""),
+        is_main,
+    )
 
     train_step = make_train_step(
         exp.model,
@@ -296,12 +412,15 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
     eval_step = make_eval_step(exp.model, exp.task, mesh, state_sharding.params)
     eval_split = config.data.eval_split
     bsharding = shard_lib.batch_sharding(mesh)
+    skip_nonfinite = config.get("on_nonfinite", "stop") == "skip"
 
     pending: list[dict[str, jax.Array]] = []
     last_train: dict[str, float] = {}
     last_eval: dict[str, float] = {}
+    skipped_total = 0
     t_log = time.perf_counter()
     steps_since_log = 0
+    saved_step = start
     progress = tqdm(
         total=exp.total_steps,
         initial=start,
@@ -321,37 +440,97 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
         ckpt.save_best(step, state.params, named)
         return named
 
-    for step in range(start + 1, exp.total_steps + 1):
-        batch = shard_lib.to_global(next(train_iter), bsharding)
-        state, metrics = train_step(state, batch)
-        pending.append(metrics)
-        steps_since_log += 1
-        if step % config.log_every == 0 or step == exp.total_steps:
-            host = jax.device_get(pending)
-            elapsed = time.perf_counter() - t_log
-            last_train = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-            last_train["lr"] = float(host[-1]["lr"])
-            last_train["step_time"] = elapsed / steps_since_log
-            last_train["examples_per_sec"] = config.batch_size * steps_since_log / elapsed
-            writer.write(step, "train", last_train, echo=False)
-            shown = {"loss": f"{last_train['loss']:.4f}"}
-            if "accuracy" in last_train:  # masked and contrastive pretraining have none
-                shown["acc"] = f"{last_train['accuracy']:.3f}"
-            progress.set_postfix(shown)
-            pending, steps_since_log, t_log = [], 0, time.perf_counter()
-        progress.update(1)
-        if step % config.eval_every == 0 or step == exp.total_steps:
-            last_eval = run_eval(step)
-            t_log = time.perf_counter()
-        if step % config.checkpoint_every == 0 or step == exp.total_steps:
-            ckpt.save(step, state, train_iter.get_state(), force=True)
-    progress.close()
+    def stopped(message: str, exit_code: int, step: int) -> RunStopped:
+        result = {"status": "preempted" if exit_code == errors.EXIT_PREEMPTED else "diverged"}
+        result.update(step=step, **last_eval)
+        result.update({f"train/{k}": v for k, v in last_train.items() if k in ("loss", "accuracy")})
+        result["nonfinite_steps"] = skipped_total
+        return RunStopped(message, exit_code=exit_code, result=result)
 
-    if not last_eval:  # resumed at the very end: nothing left to train
-        last_eval = run_eval(exp.total_steps)
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
+    def check_finite(step: int, flag: jax.Array) -> None:
+        """Raises RunStopped if step `step` had a non-finite loss or gradient (policy stop)."""
+        if skip_nonfinite or not float(flag):
+            return
+        ckpt.wait()
+        kept = ckpt.latest_step()
+        where = f"step {kept} in {ckpt.root / 'latest'}" if kept else "none yet"
+        raise stopped(
+            f"training diverged: the loss or gradient norm is not finite at step {step}; last "
+            f"finite checkpoint: {where}; lower optim.lr or clip gradients "
+            "(optim.grad_clip_norm), or set --config.on_nonfinite=skip to skip such updates",
+            errors.EXIT_DIVERGED,
+            step,
+        )
+
+    previous_flag: tuple[int, jax.Array] | None = None
+    step = start
+    try:
+        with StopRequest(max_runtime=config.get("max_runtime", 0.0) or 0.0) as stop:
+            for step in range(start + 1, exp.total_steps + 1):
+                batch = shard_lib.to_global(next(train_iter), bsharding)
+                state, metrics = train_step(state, batch)
+                # The previous step's flag: reading it waits for that step only, while this
+                # one is already queued, so the device never idles for the check.
+                if previous_flag is not None:
+                    check_finite(*previous_flag)
+                previous_flag = (step, metrics["nonfinite_step"])
+                pending.append(metrics)
+                steps_since_log += 1
+                if step % config.log_every == 0 or step == exp.total_steps:
+                    host = jax.device_get(pending)
+                    elapsed = time.perf_counter() - t_log
+                    window_skipped = int(sum(m.pop("nonfinite_step") for m in host))
+                    skipped_total += window_skipped
+                    last_train = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+                    last_train["nonfinite_steps"] = window_skipped
+                    last_train["lr"] = float(host[-1]["lr"])
+                    last_train["step_time"] = elapsed / steps_since_log
+                    last_train["examples_per_sec"] = config.batch_size * steps_since_log / elapsed
+                    writer.write(step, "train", last_train, echo=False)
+                    shown = {"loss": f"{last_train['loss']:.4f}"}
+                    if "accuracy" in last_train:  # masked and contrastive pretraining have none
+                        shown["acc"] = f"{last_train['accuracy']:.3f}"
+                    if skipped_total:
+                        shown["skipped"] = str(skipped_total)
+                    progress.set_postfix(shown)
+                    pending, steps_since_log, t_log = [], 0, time.perf_counter()
+                    check_finite(*previous_flag)
+                progress.update(1)
+                if step % config.eval_every == 0 or step == exp.total_steps:
+                    check_finite(*previous_flag)
+                    last_eval = run_eval(step)
+                    t_log = time.perf_counter()
+                if step % config.checkpoint_every == 0 or step == exp.total_steps:
+                    check_finite(*previous_flag)
+                    ckpt.save(step, state, train_iter.get_state(), force=True)
+                    saved_step = step
+                if step < exp.total_steps and stop.should_stop(step):
+                    if saved_step != step:
+                        check_finite(*previous_flag)
+                        ckpt.save(step, state, train_iter.get_state(), force=True)
+                    ckpt.wait()
+                    raise stopped(
+                        f"stopped at step {step} of {exp.total_steps} ({stop.reason}): "
+                        f"checkpoint written to {ckpt.root / 'latest' / str(step)}; run the same "
+                        "command again to resume",
+                        errors.EXIT_PREEMPTED,
+                        step,
+                    )
+            if previous_flag is not None:
+                check_finite(*previous_flag)
+        if not last_eval:  # resumed at the very end: nothing left to train
+            last_eval = run_eval(exp.total_steps)
+        ckpt.wait()
+    except Exception as e:
+        # A full disk (an orbax save, a metrics line): stop with the last good checkpoint named;
+        # orbax never finalizes a partial save, and the next start removes its temporary files.
+        if isinstance(e, RunStopped) or not workdir_lib.is_disk_full(e):
+            raise
+        raise workdir_lib.WorkdirError(_disk_full_message(workdir, ckpt, step)) from None
+    finally:
+        progress.close()
+        _close_quietly(ckpt)
+        writer.close()
     if is_main and config.get("plots", True):
         plot_curves(workdir, getattr(exp.task, "curve_metrics", ("accuracy", "loss")))
         # Attention figures run un-jitted on this host; parameters that span processes cannot.
@@ -361,6 +540,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
             exp.task.plot_examples(exp.model, state.params, batch, vocab, workdir / "plots")
     result = {"step": exp.total_steps, **last_eval}
     result.update({f"train/{k}": v for k, v in last_train.items() if k in ("loss", "accuracy")})
+    if skipped_total:
+        result["nonfinite_steps"] = skipped_total
     best = Checkpointer(
         workdir,
         read_only=True,
@@ -370,6 +551,28 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
     result["best_step"] = best.best_step()
     best.close()
     return result
+
+
+def _close_quietly(ckpt: Checkpointer) -> None:
+    """Closes the managers; a failed pending write was already reported by the caller."""
+    try:
+        ckpt.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _disk_full_message(workdir: Path, ckpt: Checkpointer, step: int) -> str:
+    kept = None
+    try:
+        ckpt.latest.reload()
+        kept = ckpt.latest_step()
+    except Exception:  # noqa: BLE001 - the message must still come out
+        pass
+    last = f"the last good checkpoint is step {kept}" if kept else "no checkpoint was completed"
+    return (
+        f"the disk of {workdir} is full (at step {step}); {last}; free some space and run the "
+        "same command again to resume from it"
+    )
 
 
 def _params_from(config: ml_collections.ConfigDict, params, *, verbose: bool = True):
@@ -398,9 +601,18 @@ def evaluate(
     best: bool = False,
     overrides: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Restores a checkpoint of `workdir` and evaluates it on the config's eval split."""
+    """Restores a checkpoint of `workdir` and evaluates it on the config's eval split.
+
+    The latest readable checkpoint by default (a newer unreadable one is reported and skipped);
+    `step` names one exactly. Evaluation runs in this one process: the `distributed` settings a
+    multi-process training run stored are not reused (its peers are gone); pass
+    `--config.distributed.*` to evaluate with several processes.
+    """
     workdir = Path(workdir)
     config = config_lib.load_json(workdir / "config.json")
+    if "distributed" in config:
+        config.distributed.num_processes = 1
+        config.distributed.process_id = 0
     config_lib.apply_overrides(config, overrides)
     shard_lib.initialize_distributed(config.get("distributed", {}))
     exp = build_experiment(config)
@@ -418,7 +630,9 @@ def evaluate(
         target_mode=config.get("target_mode", "max"),
     )
     try:
-        restored_step, params = ckpt.restore_params(abstract_state, step=step, best=best)
+        restored_step, params = ckpt.restore_params(
+            abstract_state, step=step, best=best, report=_log
+        )
     finally:
         ckpt.close()
     eval_step = make_eval_step(exp.model, exp.task, mesh, state_sharding.params)
@@ -430,8 +644,9 @@ def evaluate(
 
 
 def info(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """Parameter count and forward FLOPs per example, without allocating the parameters."""
-    exp = build_experiment(config)
+    """Parameter count and forward FLOPs per example, without allocating the parameters or
+    reading the dataset (a catalog dataset need not be prepared)."""
+    exp = build_experiment(config, with_data=False)
     inputs = exp.init_inputs()
     key = jax.random.key(0)
     variables = jax.eval_shape(

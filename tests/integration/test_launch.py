@@ -17,6 +17,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from attn_jax.errors import EXIT_PREEMPTED
+
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = str(ROOT / "launch.py")
 TINY = [
@@ -41,7 +43,7 @@ def env(tmp_path_factory):
     return e
 
 
-def launch(args, env, *, devices=1, check=True, timeout=300):
+def launch(args, env, *, devices=1, check=True, timeout=600):
     e = dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     proc = subprocess.run(
         [sys.executable, LAUNCH, *args],
@@ -118,57 +120,6 @@ def test_train_on_a_finished_workdir_resumes_and_does_no_more_steps(trained, env
     assert "resuming at step 30" in again.stderr
 
 
-def test_resume_after_sigkill_is_bitwise_identical(env, tmp_path):
-    args = [*TINY, "--config.total_steps=40", "--config.eval_every=20"]
-    straight = tmp_path / "straight"
-    launch(["train", "--workdir", str(straight), *args], env)
-
-    killed = tmp_path / "killed"
-    e = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    proc = subprocess.Popen(
-        [sys.executable, LAUNCH, "train", "--workdir", str(killed), *args],
-        env=e,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 240
-    metrics = killed / "metrics.jsonl"
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and any(
-            r["step"] >= 25
-            for r in map(json.loads, metrics.read_text().splitlines() or ["{}"])
-            if r
-        ):
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "checkpoints" / "latest" / "40").exists()
-
-    resumed = launch(["train", "--workdir", str(killed)], env)
-    assert "resuming at step" in resumed.stderr
-    a, b = final_params(straight, 40), final_params(killed, 40)
-    leaves_a, leaves_b = _leaves(a), _leaves(b)
-    assert leaves_a.keys() == leaves_b.keys()
-    for name in leaves_a:
-        np.testing.assert_array_equal(leaves_a[name], leaves_b[name], err_msg=name)
-    # The resumed metrics log has each step exactly once.
-    steps = [r["step"] for r in read_metrics(killed) if r["split"] == "train"]
-    assert steps == list(range(1, 41))
-
-
-def _leaves(tree, prefix=""):
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_leaves(v, f"{prefix}{k}/"))
-        else:
-            out[prefix + k] = np.asarray(v)
-    return out
-
-
 MOVING = [  # no warmup: the losses change visibly from step to step
     *TINY,
     "--config.total_steps=12",
@@ -176,18 +127,36 @@ MOVING = [  # no warmup: the losses change visibly from step to step
     "--config.plots=false",
     "--config.optim.warmup_steps=0",
     "--config.optim.lr=1e-2",
+    # A constant rate: the first 6 steps of a 12-step run are a 6-step run, so a run stopped at
+    # step 6 can be resumed to 12 (allow_changes=total_steps) and compared step by step.
+    "--config.optim.schedule=constant",
 ]
+HALF = ["--config.total_steps=6"]
+REST = ["--config.total_steps=12", "--config.allow_changes=total_steps"]
+
+
+def train_losses(workdir: Path, after: int = 0) -> list[float]:
+    return [r["loss"] for r in read_metrics(workdir) if r["split"] == "train" and r["step"] > after]
 
 
 def test_one_and_four_devices_give_the_same_losses(env, tmp_path):
+    """Data parallelism over 4 devices trains the 1-device model; a checkpoint written on 4
+    devices resumes on 1 and on 2 (parameters and input position restored exactly: the resumed
+    steps' losses are the uninterrupted run's)."""
     args = MOVING
     one = launch(["train", "--workdir", str(tmp_path / "d1"), *args], env, devices=1)
     four = launch(["train", "--workdir", str(tmp_path / "d4"), *args], env, devices=4)
     assert "on 1 device" in one.stderr and "on 4 device" in four.stderr
-    l1 = [r["loss"] for r in read_metrics(tmp_path / "d1") if r["split"] == "train"]
-    l4 = [r["loss"] for r in read_metrics(tmp_path / "d4") if r["split"] == "train"]
+    l1, l4 = train_losses(tmp_path / "d1"), train_losses(tmp_path / "d4")
     assert len(l1) == len(l4) == 12 and max(l1) - min(l1) > 0.01  # not a constant
     np.testing.assert_allclose(l1, l4, atol=1e-5, rtol=0)
+
+    launch(["train", "--workdir", str(tmp_path / "h4"), *args, *HALF], env, devices=4)
+    shutil.copytree(tmp_path / "h4", tmp_path / "h4_on2")
+    for workdir, devices in ((tmp_path / "h4", 1), (tmp_path / "h4_on2", 2)):
+        resumed = launch(["train", "--workdir", str(workdir), *args, *REST], env, devices=devices)
+        assert "resuming at step 6" in resumed.stderr
+        np.testing.assert_allclose(train_losses(workdir, after=6), l4[6:], atol=1e-5, rtol=0)
 
 
 def _free_port() -> int:
@@ -198,10 +167,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_on_loopback_match_one_process(env, tmp_path):
-    """Multi-host data parallelism: two processes (gloo collectives over loopback), one device
-    each, read their halves of each global batch and train the same model as one process."""
-    launch(["train", "--workdir", str(tmp_path / "p1"), *MOVING], env, devices=2)
+def _two_processes(env, workdir: Path, *args: str) -> list[tuple[subprocess.Popen, str, str]]:
     port = _free_port()
     e = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     procs = [
@@ -211,8 +177,8 @@ def test_two_processes_on_loopback_match_one_process(env, tmp_path):
                 LAUNCH,
                 "train",
                 "--workdir",
-                str(tmp_path / "p2"),
-                *MOVING,
+                str(workdir),
+                *args,
                 "--config.distributed.num_processes=2",
                 f"--config.distributed.process_id={i}",
                 f"--config.distributed.coordinator_address=127.0.0.1:{port}",
@@ -225,15 +191,43 @@ def test_two_processes_on_loopback_match_one_process(env, tmp_path):
         )
         for i in range(2)
     ]
-    outs = [p.communicate(timeout=300) for p in procs]
+    return procs
+
+
+def test_two_processes_on_loopback_match_one_process(env, tmp_path):
+    """Multi-host data parallelism: two processes (gloo collectives over loopback), one device
+    each, read their halves of each global batch and train the same model as one process; a
+    SIGTERM to one of them stops both at the same step with one checkpoint (exit 75), and that
+    checkpoint resumes in a single process."""
+    launch(["train", "--workdir", str(tmp_path / "p1"), *MOVING], env, devices=2)
+    l1 = train_losses(tmp_path / "p1")
+    procs = _two_processes(env, tmp_path / "p2", *MOVING, *HALF)
+    outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
     assert "on 2 device" in outs[0][1]
-    l1 = [r["loss"] for r in read_metrics(tmp_path / "p1") if r["split"] == "train"]
-    l2 = [r["loss"] for r in read_metrics(tmp_path / "p2") if r["split"] == "train"]
+    assert json.loads(outs[0][0].strip().splitlines()[-1])["step"] == 6
+    resumed = launch(["train", "--workdir", str(tmp_path / "p2"), *MOVING, *REST], env, devices=2)
+    assert "resuming at step 6" in resumed.stderr
+    l2 = train_losses(tmp_path / "p2")
     assert len(l2) == 12
     np.testing.assert_allclose(l2, l1, atol=1e-5, rtol=0)
-    assert json.loads(outs[0][0].strip().splitlines()[-1])["step"] == 12
+
+    # Preempt one process of a long run: both stop at one step, which resumes in one process.
+    stopped = tmp_path / "p2_stopped"
+    procs = _two_processes(env, stopped, *MOVING, "--config.total_steps=100000")
+    deadline = time.time() + 240
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        if len(train_losses(stopped)) >= 3:
+            break
+        time.sleep(0.02)
+    procs[1].send_signal(signal.SIGTERM)
+    outs = [p.communicate(timeout=600) for p in procs]
+    codes = [p.returncode for p in procs]
+    assert codes == [EXIT_PREEMPTED, EXIT_PREEMPTED], [err[-2000:] for _, err in outs]
+    step = json.loads(outs[0][0].strip().splitlines()[-1])["step"]
+    assert step >= 3 and (stopped / "checkpoints" / "latest" / str(step)).is_dir()
+    assert step == json.loads(outs[1][0].strip().splitlines()[-1])["step"]
 
 
 def test_sweep_ranks_runs_and_marks_the_failed_one(env, tmp_path):

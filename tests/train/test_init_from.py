@@ -199,5 +199,7 @@ def test_fine_tune_from_a_mae_run_through_the_trainer_and_resume(tmp_path):
             np.testing.assert_array_equal(value, mae[f"encoder/{name}"])
 
     (tmp_path / "mae").rename(tmp_path / "moved")  # a resume that re-read it would fail
-    config_lib.apply_overrides(finetune, ["--config.total_steps=20"])
+    config_lib.apply_overrides(
+        finetune, ["--config.total_steps=20", "--config.allow_changes=total_steps"]
+    )
     assert loop.train(finetune, workdir)["step"] == 20

@@ -1,0 +1,32 @@
+"""`launch.py info` describes every experiment on a machine where no dataset is prepared: a model
+is built from its config, never from its data (catalog datasets need no download, embedded ones
+are not built)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from attn_jax import config as config_lib
+from attn_jax.train import loop
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENTS = sorted(p for p in (ROOT / "experiments").glob("*.py") if not p.name.startswith("_"))
+
+
+def is_training(path: Path) -> bool:
+    return "program" not in config_lib.import_config(path)
+
+
+@pytest.mark.parametrize("path", [p for p in EXPERIMENTS if is_training(p)], ids=lambda p: p.stem)
+def test_info_needs_no_prepared_dataset(path, tmp_path, monkeypatch):
+    empty = tmp_path / "no_datasets"
+    empty.mkdir()
+    monkeypatch.setenv("TFDS_DATA_DIR", str(empty))
+    config = config_lib.load_config(path)
+    config.data.data_dir = str(empty)
+    result = loop.info(config)
+    assert result["params"] > 0 and result["total_steps"] > 0
+    assert result["experiment"] == config.experiment
+    assert not any(empty.iterdir()), f"info wrote into the data dir: {list(empty.iterdir())}"
