@@ -59,24 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--step", type=int, help="a kept step (default: the latest)")
     which.add_argument("--best", action="store_true", help="the best checkpoint by target_metric")
 
-    p = sub.add_parser(
-        "sweep",
-        help="run a grid (or random points) of configs, ranked summary",
-        epilog=over,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--config", default=str(DEFAULT_CONFIG))
-    p.add_argument(
-        "--sweep",
-        action="append",
-        required=True,
-        metavar="config.KEY=V1,V2",
-        help="one axis of the grid (repeatable)",
-    )
-    p.add_argument("--workdir", help="sweep directory (default: runs/sweep_<experiment>)")
-    p.add_argument("--parallel", type=int, default=1, help="runs at once")
-    p.add_argument("--random", type=int, help="run N random points of the grid instead of all")
-    p.add_argument("--seed", type=int, default=0, help="seed for --random")
+    from attn_jax.sweep.cli import add_sweep_parser
+
+    add_sweep_parser(sub, DEFAULT_CONFIG)
 
     p = sub.add_parser(
         "info",
@@ -133,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from absl import logging as absl_logging
 
-    from attn_jax.errors import UserError
+    from attn_jax.errors import EXIT_DIVERGED, EXIT_USER_ERROR, UserError
 
     # orbax and tfds log routine steps as absl warnings; --verbose keeps them.
     if not args.verbose:
@@ -142,11 +127,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             from attn_jax.train import loop
+            from attn_jax.train.workdir import default_workdir
 
             workdir = Path(args.workdir) if args.workdir else None
             config = _load(args.config, workdir, overrides)
-            workdir = workdir or Path("runs") / config.get("experiment", "experiment")
-            result = loop.train(config, workdir)
+            if workdir is None:
+                workdir = default_workdir(config)
+                if workdir.name != config.get("experiment", "experiment"):
+                    print(
+                        f"runs/{config.get('experiment')} holds a run of another config; "
+                        f"training in {workdir}",
+                        file=sys.stderr,
+                    )
+            try:
+                result = loop.train(config, workdir)
+            except loop.RunStopped as stopped:
+                diverged = stopped.exit_code == EXIT_DIVERGED
+                print(f"error: {stopped}" if diverged else str(stopped), file=sys.stderr)
+                print(_json_line({**stopped.result, "workdir": str(workdir)}))
+                return stopped.exit_code
             result["workdir"] = str(workdir)
         elif args.command == "eval":
             from attn_jax.train import loop
@@ -155,28 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.workdir, step=args.step, best=args.best, overrides=tuple(overrides)
             )
         elif args.command == "sweep":
-            from attn_jax import sweep
+            from attn_jax.sweep.cli import run_command
 
-            name = Path(args.config).stem
-            out = Path(args.workdir) if args.workdir else Path("runs") / f"sweep_{name}"
-            records = sweep.run_sweep(
-                Path(__file__).resolve(),
-                args.config,
-                args.sweep,
-                out,
-                overrides=overrides,
-                parallel=args.parallel,
-                random_points=args.random,
-                seed=args.seed,
-            )
-            print((out / "summary.md").read_text(), file=sys.stderr)
-            failed = [r["run"] for r in records if r["status"] != "ok"]
-            result = {
-                "runs": len(records),
-                "failed": failed,
-                "summary": str(out / "summary.csv"),
-                "best": records[0]["run"] if records and records[0]["run"] not in failed else None,
-            }
+            return run_command(args, overrides, Path(__file__).resolve())
         elif args.command == "predict":
             from attn_jax.pretrained.predict import format_json, run_predict
 
@@ -202,9 +182,16 @@ def main(argv: list[str] | None = None) -> int:
             )
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result))
-    return 1 if args.command == "sweep" and result["failed"] else 0
+        return EXIT_USER_ERROR
+    print(_json_line(result))
+    return 0
+
+
+def _json_line(result: dict) -> str:
+    """Strict JSON (NaN/inf as null, named under "nonfinite"), as every parser accepts."""
+    from attn_jax.train.metric_writers import strict_record
+
+    return json.dumps(strict_record(result), allow_nan=False)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Sweep grid expansion, random points and ranking (the end-to-end sweep is an integration test)."""
+"""Sweep axes, grid expansion, random points and run names (sweeps that run: tests/sweep/ on a
+fake trainer, tests/integration/test_launch.py on the real one)."""
 
 import pytest
 
@@ -36,3 +37,25 @@ def test_rank_puts_failed_runs_last():
     ]
     assert [r["run"] for r in sweep.rank(recs, "test/accuracy", "max")] == ["c", "a", "b"]
     assert [r["run"] for r in sweep.rank(recs, "test/accuracy", "min")] == ["a", "c", "b"]
+
+
+def test_ranges_only_where_a_sampler_draws():
+    axes = sweep.parse_axes(
+        ["config.optim.lr=loguniform:1e-4:1e-2", "config.model.depth=int:2:8"], allow_ranges=True
+    )
+    assert [(k, v.kind, v.low, v.high) for k, v in axes] == [
+        ("optim.lr", "loguniform", 1e-4, 1e-2),
+        ("model.depth", "int", 2, 8),
+    ]
+    with pytest.raises(sweep.SweepError, match="list values for a grid"):
+        sweep.parse_axes(["config.optim.lr=loguniform:1e-4:1e-2"])
+    with pytest.raises(sweep.SweepError, match="LOW < HIGH"):
+        sweep.parse_axes(["config.optim.lr=loguniform:0:1"], allow_ranges=True)
+    with pytest.raises(sweep.SweepError, match="given twice"):
+        sweep.parse_axes(["config.a=1", "config.a=2"])
+
+
+def test_run_names_sort_by_index_and_stay_file_names():
+    assert sweep.run_name(3, {"optim.lr": 0.000123456789, "data.name": "a/b"}) == (
+        "003_lr=0.0001235,name=a_b"
+    )
