@@ -649,10 +649,70 @@ def _forward_fn(pretrained: Pretrained) -> Callable[..., Any]:
     return pretrained.extras["forward"]
 
 
+def predict_rank_captions_batch(
+    pretrained: Pretrained, images: Sequence[Any], captions: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Ranks captions for several images in one batch with a converted CLIP (`load_clip`).
+
+    Args:
+      pretrained: a kind "contrastive" `Pretrained` with a tokenizer.
+      images: image paths, PIL images or uint8 [H, W, 3] arrays (at least one).
+      captions: the candidate captions (at least one), the same for every image.
+
+    Returns:
+      per image, in order: {"captions": the captions, "probabilities": softmax over the captions
+      of the image's logits [n], "logits_per_image": [1][n], "image_embeds": [1][E],
+      "text_embeds": [n][E] (both L2-normalized), "image_size": [height, width] of the original
+      image}; JSON-serialisable.
+
+    Raises:
+      ValueError: a `Pretrained` of another kind, no images or no captions.
+      PretrainedError: the checkpoint had no tokenizer files.
+      ImageError: an image that cannot be read.
+    """
+    from attn_jax.pretrained.preprocess import read_image
+
+    if pretrained.kind != "contrastive":
+        raise ValueError(
+            f"predict_rank_captions needs a CLIP checkpoint (kind 'contrastive'); got kind "
+            f"{pretrained.kind!r}; use a CLIPModel directory"
+        )
+    if not images:
+        raise ValueError("predict_rank_captions_batch needs at least one image")
+    tokenizer = pretrained.extras.get("tokenizer")
+    if tokenizer is None:
+        raise PretrainedError(
+            pretrained.extras.get("tokenizer_error")
+            or "this CLIP checkpoint was loaded without a tokenizer; pass its tokenizer.json"
+        )
+    captions = [captions] if isinstance(captions, str) else list(captions)
+    tokens = tokenizer(captions)
+    pictures = [read_image(image) for image in images]
+    inputs = pretrained.preprocess.batch(pictures)
+    out = _forward_fn(pretrained)(pretrained.variables, inputs["image"], tokens)
+    logits = np.asarray(out["logits_per_image"], np.float32)
+    z = logits.astype(np.float64) - logits.max(-1, keepdims=True)
+    probabilities = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    image_embeds = np.asarray(out["image_embeds"])
+    text_embeds = np.asarray(out["text_embeds"]).tolist()
+    return [
+        {
+            "captions": captions,
+            "probabilities": probabilities[i].tolist(),
+            "logits_per_image": logits[i : i + 1].tolist(),
+            "image_embeds": image_embeds[i : i + 1].tolist(),
+            "text_embeds": text_embeds,
+            "image_size": [picture.height, picture.width],
+        }
+        for i, picture in enumerate(pictures)
+    ]
+
+
 def predict_rank_captions(
     pretrained: Pretrained, image: Any, captions: Sequence[str]
 ) -> dict[str, Any]:
-    """Ranks captions for one image with a converted CLIP (`load_clip`).
+    """Ranks captions for one image with a converted CLIP (`load_clip`):
+    `predict_rank_captions_batch` of one image.
 
     Args:
       pretrained: a kind "contrastive" `Pretrained` with a tokenizer.
@@ -667,36 +727,9 @@ def predict_rank_captions(
     Raises:
       ValueError: a `Pretrained` of another kind, or no captions.
       PretrainedError: the checkpoint had no tokenizer files.
+      ImageError: an image that cannot be read.
     """
-    from attn_jax.pretrained.preprocess import load_image
-
-    if pretrained.kind != "contrastive":
-        raise ValueError(
-            f"predict_rank_captions needs a CLIP checkpoint (kind 'contrastive'); got kind "
-            f"{pretrained.kind!r}; use a CLIPModel directory"
-        )
-    tokenizer = pretrained.extras.get("tokenizer")
-    if tokenizer is None:
-        raise PretrainedError(
-            pretrained.extras.get("tokenizer_error")
-            or "this CLIP checkpoint was loaded without a tokenizer; pass its tokenizer.json"
-        )
-    captions = [captions] if isinstance(captions, str) else list(captions)
-    tokens = tokenizer(captions)
-    picture = load_image(image)
-    inputs = pretrained.preprocess(picture)
-    out = _forward_fn(pretrained)(pretrained.variables, inputs["image"], tokens)
-    logits = np.asarray(out["logits_per_image"], np.float32)
-    z = logits[0].astype(np.float64) - logits[0].max()
-    probabilities = np.exp(z) / np.exp(z).sum()
-    return {
-        "captions": captions,
-        "probabilities": probabilities.tolist(),
-        "logits_per_image": logits.tolist(),
-        "image_embeds": np.asarray(out["image_embeds"]).tolist(),
-        "text_embeds": np.asarray(out["text_embeds"]).tolist(),
-        "image_size": [picture.height, picture.width],
-    }
+    return predict_rank_captions_batch(pretrained, [image], captions)[0]
 
 
 __all__ = [
@@ -710,4 +743,5 @@ __all__ = [
     "load_clip",
     "load_clip_tokenizer",
     "predict_rank_captions",
+    "predict_rank_captions_batch",
 ]

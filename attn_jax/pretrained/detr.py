@@ -32,7 +32,7 @@ official code and this model; the published checkpoints have it false.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -465,6 +465,65 @@ def _detect_fn(pretrained: Pretrained) -> Callable[..., Any]:
     return pretrained.extras["detect_fn"]
 
 
+def predict_detect_batch(
+    pretrained: Pretrained, images: Sequence[Any], *, threshold: float = 0.5
+) -> list[dict[str, Any]]:
+    """Detects objects in several images in one batch with a converted DETR (`load_detr`).
+
+    The batch is padded at the bottom and right to its largest image, with a pixel mask, as
+    DetrImageProcessor pads a batch; an image smaller than the largest therefore gets outputs that
+    differ from running it alone (the mask keeps the padding out of attention, but the backbone's
+    convolutions see it near the image's edges), as with the reference model on the same batch.
+
+    Args:
+      pretrained: a kind "detect" `Pretrained`.
+      images: image paths, PIL images or uint8 [H, W, 3] arrays (at least one).
+      threshold: keep detections whose score (max class probability, no-object excluded) exceeds
+        it; in [0, 1).
+
+    Returns:
+      per image, in order: {"detections": [{"label", "label_id", "score", "box": [x0, y0, x1,
+      y1]}] (pixels of the original image), "logits": raw [Q][K + 1], "boxes": raw [Q][4]
+      normalised (cx, cy, w, h), "image_size": [height, width]}; all JSON-serialisable.
+
+    Raises:
+      ValueError: no images, a threshold outside [0, 1) or a `Pretrained` of another kind.
+      ImageError: an image that cannot be read.
+    """
+    from attn_jax.pretrained.preprocess import read_image
+
+    if pretrained.kind != "detect":
+        raise ValueError(
+            f"predict_detect needs a detection checkpoint (kind 'detect'); got kind "
+            f"{pretrained.kind!r}; use a DetrForObjectDetection directory"
+        )
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"detection threshold must be in [0, 1); got {threshold}")
+    if not images:
+        raise ValueError("predict_detect_batch needs at least one image")
+    pictures = [read_image(image) for image in images]
+    inputs = pretrained.preprocess.batch(pictures)
+    # A processor with do_pad=false returns no mask: every pixel is then real.
+    pixel_mask = inputs.get("pixel_mask", np.ones(inputs["image"].shape[:3], bool))
+    logits, boxes = _detect_fn(pretrained)(pretrained.variables, inputs["image"], pixel_mask)
+    logits, boxes = np.asarray(logits), np.asarray(boxes)
+    results = []
+    for picture, image_logits, image_boxes in zip(pictures, logits, boxes, strict=True):
+        size = (picture.height, picture.width)
+        detections = post_process_detections(
+            image_logits, image_boxes, size, threshold=threshold, labels=pretrained.labels
+        )
+        results.append(
+            {
+                "detections": detections,
+                "logits": image_logits.tolist(),
+                "boxes": image_boxes.tolist(),
+                "image_size": list(size),
+            }
+        )
+    return results
+
+
 def predict_detect(
     pretrained: Pretrained,
     image: Any,
@@ -472,7 +531,7 @@ def predict_detect(
     threshold: float = 0.5,
     out_png: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Detects objects in one image with a converted DETR (`load_detr`).
+    """Detects objects in one image with a converted DETR (`load_detr`), and draws them.
 
     Args:
       pretrained: a kind "detect" `Pretrained`.
@@ -482,40 +541,21 @@ def predict_detect(
       out_png: where to write the image with the kept boxes drawn; None draws nothing.
 
     Returns:
-      {"detections": [{"label", "label_id", "score", "box": [x0, y0, x1, y1]}] (pixels of the
-      original image), "logits": raw [Q][K + 1], "boxes": raw [Q][4] normalised (cx, cy, w, h),
-      "image_size": [height, width], "out_png": the written path or None}; all JSON-serialisable.
+      `predict_detect_batch`'s result for the image, plus "out_png": the written path or None.
 
     Raises:
       ValueError: a threshold outside [0, 1) or a `Pretrained` of another kind.
+      ImageError: an image that cannot be read.
     """
-    from attn_jax.pretrained.preprocess import load_image
+    from attn_jax.pretrained.preprocess import read_image
 
-    if pretrained.kind != "detect":
-        raise ValueError(
-            f"predict_detect needs a detection checkpoint (kind 'detect'); got kind "
-            f"{pretrained.kind!r}; use a DetrForObjectDetection directory"
-        )
-    if not 0.0 <= threshold < 1.0:
-        raise ValueError(f"detection threshold must be in [0, 1); got {threshold}")
-    picture = load_image(image)
-    inputs = pretrained.preprocess(picture)
-    # A processor with do_pad=false returns no mask: every pixel is then real.
-    pixel_mask = inputs.get("pixel_mask", np.ones(inputs["image"].shape[:3], bool))
-    logits, boxes = _detect_fn(pretrained)(pretrained.variables, inputs["image"], pixel_mask)
-    logits, boxes = np.asarray(logits)[0], np.asarray(boxes)[0]
-    size = (picture.height, picture.width)
-    detections = post_process_detections(
-        logits, boxes, size, threshold=threshold, labels=pretrained.labels
-    )
-    written = draw_detections(picture, detections, out_png) if out_png is not None else None
-    return {
-        "detections": detections,
-        "logits": logits.tolist(),
-        "boxes": boxes.tolist(),
-        "image_size": list(size),
-        "out_png": str(written) if written is not None else None,
-    }
+    picture = read_image(image)
+    (result,) = predict_detect_batch(pretrained, [picture], threshold=threshold)
+    written = None
+    if out_png is not None:
+        written = draw_detections(picture, result["detections"], out_png)
+    result["out_png"] = str(written) if written is not None else None
+    return result
 
 
 __all__ = [
@@ -528,4 +568,5 @@ __all__ = [
     "load_detr",
     "post_process_detections",
     "predict_detect",
+    "predict_detect_batch",
 ]

@@ -21,13 +21,20 @@ divides by 255 in float32), so the outputs agree to float32 rounding.
 
 Every preprocessor maps a PIL image, a uint8 [H, W, 3] array or an image path to
 {"image": float32 [1, H, W, 3]} (channels-last, a batch of one), plus "pixel_mask" bool [1, H, W]
-(True = a real pixel) for processors that pad (DETR).
+(True = a real pixel) for processors that pad (DETR); `ImagePreprocessor.batch` stacks several.
+
+Images of any PIL mode are converted to RGB first as the references convert them (`to_rgb`: PIL's
+`convert("RGB")`; transparency over white for the Hugging Face processors). A file that is
+missing, not an image, truncated or beyond PIL's decompression-bomb limit is an `ImageError`, one
+line naming it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +43,7 @@ import numpy as np
 from PIL import Image
 
 from attn_jax.errors import UserError
+from attn_jax.pretrained.checkpoint_files import one_line
 
 # The constants of transformers' image_utils and timm's data/constants.
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
@@ -76,31 +84,18 @@ class PreprocessConfigError(UserError, ValueError):
 # -- primitives ------------------------------------------------------------------------------------
 
 
-def load_image(image: Any, *, alpha_on_white: bool = True) -> Image.Image:
-    """An RGB PIL image from a path, a PIL image or a uint8 [H, W, 3] / [H, W] array.
-
-    Args:
-      image: what to load.
-      alpha_on_white: composite a transparent image over white (HF's `convert_to_rgb`); False drops
-        the alpha channel as PIL's `convert("RGB")` (timm's loader) does.
+def read_image(image: Any) -> Image.Image:
+    """A decoded PIL image, in the mode it was stored in, from a path, a PIL image or a uint8
+    [H, W], [H, W, 3] or [H, W, 4] array.
 
     Raises:
-      ImageError: a missing or unreadable file, or an array that is not a uint8 image.
+      ImageError: a missing, unreadable, truncated or oversized file (beyond PIL's
+        decompression-bomb limit `Image.MAX_IMAGE_PIXELS`, which is left as it is), or an array
+        that is not a uint8 image; one line naming the file and the fix.
     """
     if isinstance(image, str | Path):
-        path = Path(image)
-        if not path.is_file():
-            problem = "is a directory" if path.is_dir() else "does not exist"
-            raise ImageError(f"image file {path} {problem}; pass the path of a JPEG or PNG")
-        try:
-            with Image.open(path) as opened:
-                opened.load()
-                image = opened.copy()
-        except (OSError, Image.UnidentifiedImageError, SyntaxError, ValueError) as e:
-            raise ImageError(
-                f"{path} is not an image PIL can read ({type(e).__name__}); pass a JPEG or PNG file"
-            ) from None
-    elif isinstance(image, np.ndarray):
+        return _decode_file(Path(image))
+    if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or not (
             image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))
         ):
@@ -108,17 +103,107 @@ def load_image(image: Any, *, alpha_on_white: bool = True) -> Image.Image:
                 f"an image array must be uint8 [H, W], [H, W, 3] or [H, W, 4], got {image.dtype} "
                 f"{image.shape}; convert it with np.asarray(PIL.Image.open(path))"
             )
-        image = Image.fromarray(image)
-    elif not isinstance(image, Image.Image):
+        return Image.fromarray(image)
+    if isinstance(image, Image.Image):
+        return image
+    raise ImageError(
+        f"cannot preprocess a {type(image).__name__}; pass a path, a PIL image or a uint8 array"
+    )
+
+
+def _decode_file(path: Path) -> Image.Image:
+    if not path.exists():
+        raise ImageError(f"image file {path} does not exist; pass the path of a JPEG or PNG file")
+    if path.is_dir():
+        raise ImageError(f"{path} is a directory; pass the path of one image file (JPEG, PNG, ...)")
+    try:
+        # PIL warns between MAX_IMAGE_PIXELS and twice that and raises beyond; both are checked
+        # below against the limit itself, so that the message can say how large the image is.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+    except Image.DecompressionBombError as e:
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        raise _too_large(path, int(pixels.group(1)) if pixels else None) from None
+    except Image.UnidentifiedImageError:
         raise ImageError(
-            f"cannot preprocess a {type(image).__name__}; pass a path, a PIL image or a uint8 array"
-        )
+            f"{path} is not an image file PIL can read (unknown format); pass a JPEG, PNG, BMP, "
+            "GIF, TIFF or WebP file"
+        ) from None
+    except OSError as e:
+        raise ImageError(
+            f"{path} cannot be read ({e.strerror or one_line(e, 80)}); check the file and its "
+            "permissions"
+        ) from None
+    with opened:
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is not None and opened.width * opened.height > limit:
+            raise _too_large(path, opened.width * opened.height, opened.size)
+        try:
+            opened.load()
+        except MemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever the decoder trips on is the file's fault
+            raise ImageError(
+                f"{path} is truncated or corrupt ({opened.format or 'image'} decoder: "
+                f"{one_line(e, 80)}); download or export it again"
+            ) from None
+        return opened.copy()
+
+
+def _too_large(path: Path, pixels: int | None, size: tuple[int, int] | None = None) -> ImageError:
+    limit = Image.MAX_IMAGE_PIXELS
+    if size is not None:
+        what = f"{size[0]}x{size[1]} = {pixels:,} pixels"
+    else:
+        what = f"{pixels:,} pixels" if pixels is not None else "more than twice that limit"
+    return ImageError(
+        f"{path} is {what}, beyond PIL's decompression-bomb limit of {limit:,} pixels "
+        "(PIL.Image.MAX_IMAGE_PIXELS); downscale it first, or raise that limit in your own "
+        "script if you trust the file"
+    )
+
+
+def to_rgb(image: Image.Image, *, alpha_on_white: bool = True) -> Image.Image:
+    """`image` as RGB, the way the reference processors convert it.
+
+    Every mode goes through PIL's `convert("RGB")`, as transformers' `convert_to_rgb` and timm's
+    loader do: grey levels are replicated, palettes looked up, CMYK converted naively, and 16-bit
+    and 32-bit integer images (I;16, I) clipped to 0..255, not rescaled. Transparency (an alpha
+    band, or a palette's transparent index) is composited over white with `alpha_on_white`
+    (transformers' `convert_to_rgb`, which CLIPImageProcessor applies and the ViT / DETR
+    processors apply with do_convert_rgb=True) and dropped without (timm's loader).
+
+    Raises:
+      ImageError: a mode PIL cannot convert to RGB.
+    """
     has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
-    if has_alpha and alpha_on_white:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return image if image.mode == "RGB" else image.convert("RGB")
+    try:
+        if has_alpha and alpha_on_white:
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
+        return image if image.mode == "RGB" else image.convert("RGB")
+    except ValueError as e:
+        raise ImageError(
+            f"an image of PIL mode {image.mode!r} cannot be converted to RGB ({one_line(e, 60)}); "
+            "save it as an RGB or greyscale image"
+        ) from None
+
+
+def load_image(image: Any, *, alpha_on_white: bool = True) -> Image.Image:
+    """An RGB PIL image from a path, a PIL image or a uint8 [H, W, 3] / [H, W] array
+    (`read_image`, then `to_rgb`).
+
+    Args:
+      image: what to load.
+      alpha_on_white: composite a transparent image over white (HF's `convert_to_rgb`); False drops
+        the alpha channel as PIL's `convert("RGB")` (timm's loader) does.
+
+    Raises:
+      ImageError: a missing, unreadable or oversized file, or an array that is not a uint8 image.
+    """
+    return to_rgb(read_image(image), alpha_on_white=alpha_on_white)
 
 
 def resize(image: Image.Image, size: tuple[int, int], resample: int) -> Image.Image:
@@ -291,10 +376,20 @@ class ImagePreprocessor:
         return self.crop if self.crop is not None else self.resized_size(height, width)
 
     def geometry(self, image: Any) -> np.ndarray:
-        """The resized and cropped image, uint8 [H, W, 3], before rescaling (for display)."""
+        """The resized and cropped image, uint8 [H, W, 3], before rescaling (for display).
+
+        Raises:
+          ImageError: an unreadable image, or one so elongated that a side resizes to nothing.
+        """
         pil = load_image(image, alpha_on_white=self.alpha_on_white)
         if self.resize_mode is not None:
-            pil = resize(pil, self.resized_size(pil.height, pil.width), self.resample)
+            size = self.resized_size(pil.height, pil.width)
+            if min(size) < 1:
+                raise ImageError(
+                    f"a {pil.width}x{pil.height} image would be resized to {size[1]}x{size[0]} "
+                    "by this checkpoint's preprocessing; crop it to a less elongated shape"
+                )
+            pil = resize(pil, size, self.resample)
         pixels = np.asarray(pil)
         if self.crop is not None:
             pixels = center_crop(pixels, self.crop, self.crop_rounding)
@@ -324,6 +419,41 @@ class ImagePreprocessor:
             out["pixel_mask"] = mask[None]
         out["image"] = x[None]
         return out
+
+    def batch(self, images: Sequence[Any]) -> dict[str, np.ndarray]:
+        """The inputs of several images as one batch: {"image": float32 [B, H, W, 3]} (and
+        "pixel_mask" bool [B, H, W]).
+
+        A padding processor (DETR) pads every image at the bottom and right to the largest height
+        and width of the batch (or to `pad_to`), as the reference processor pads a batch; others
+        must produce one size for every image.
+
+        Raises:
+          ImageError: an unreadable image, or images of different output sizes without padding.
+        """
+        outs = []
+        for i, image in enumerate(images):
+            try:
+                outs.append(self(image))
+            except ImageError as e:
+                if len(images) == 1:
+                    raise
+                raise ImageError(f"image {i + 1} of {len(images)}: {e}") from None
+        assert outs, "batch() needs at least one image"
+        if self.pixel_mask:
+            height = max(o["image"].shape[1] for o in outs)
+            width = max(o["image"].shape[2] for o in outs)
+            for o in outs:
+                pad = ((0, 0), (0, height - o["image"].shape[1]), (0, width - o["image"].shape[2]))
+                o["image"] = np.pad(o["image"], (*pad, (0, 0)))
+                o["pixel_mask"] = np.pad(o["pixel_mask"], pad)
+        shapes = sorted({o["image"].shape[1:3] for o in outs})
+        if len(shapes) > 1:
+            raise ImageError(
+                f"the images preprocess to different sizes {shapes} (this checkpoint's "
+                "preprocessing neither crops nor pads); predict them one at a time"
+            )
+        return {key: np.concatenate([o[key] for o in outs]) for key in outs[0]}
 
 
 # -- Hugging Face preprocessor_config.json --------------------------------------------------------
