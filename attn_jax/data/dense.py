@@ -1,5 +1,7 @@
 """Segmentation and detection batches: reading dense examples, placing each image with its labels
 on the square canvas the model sees (resize, crop, pad, flip), and the "scale_crop" augmentation.
+COCO follows DETR's own recipe instead, with batches of varying shape (detr_multiscale.py), over
+the reading done here.
 
 Batches (b examples, S = the image size, N = entry.max_boxes):
 
@@ -44,6 +46,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import io
 import os
 from typing import Any
 
@@ -202,11 +205,28 @@ def _label_table(entry: DatasetEntry) -> np.ndarray | None:
     return table
 
 
+def image_hw(image: Any) -> tuple[int, int]:
+    """(h, w) of a decoded image array, or of an encoded image from its header alone."""
+    if isinstance(image, bytes | bytearray | memoryview):
+        width, height = Image.open(io.BytesIO(image)).size
+        return height, width
+    shape = np.shape(image)
+    return int(shape[0]), int(shape[1])
+
+
+def _decode(image: Any, channels: int) -> np.ndarray:
+    """uint8 [h, w, C] from a decoded array or encoded bytes (`entry.decode_with_pil`)."""
+    if isinstance(image, bytes | bytearray | memoryview):
+        pil = Image.open(io.BytesIO(image))
+        image = pil.convert("RGB" if channels == 3 else "L")
+    return np.asarray(image, np.uint8)
+
+
 def parse_example(entry: DatasetEntry, example: dict[str, Any]) -> dict[str, Any]:
-    """One decoded tfds example -> {"image": uint8 [h, w, C], and "segmentation": uint8 [h, w]
-    class ids (label_map applied), or "boxes": float32 [n, 4] tfds boxes, "labels": int32 [n]
-    (crowd boxes dropped), "image_id": int}."""
-    image = np.asarray(example[entry.image_key], np.uint8)
+    """One tfds example -> {"image": uint8 [h, w, C], and "segmentation": uint8 [h, w] class ids
+    (label_map applied), or "boxes": float32 [n, 4] tfds boxes, "labels": int32 [n] (crowd boxes
+    dropped), "image_id": int}. Encoded images (`entry.decode_with_pil`) are decoded here."""
+    image = _decode(example[entry.image_key], entry.channels)
     if image.ndim == 2:
         image = image[..., None]
     if entry.kind == "segmentation":
@@ -285,6 +305,13 @@ class DenseExamples:
 
     def __len__(self) -> int:
         return self._len
+
+    def image_sizes(self, indices: np.ndarray) -> list[tuple[int, int]]:
+        """(h, w) of the stored images at `indices`, decoding no pixel where they are encoded."""
+        if self.in_memory:
+            return [tuple(self._arrays["image"].shape[1:3])] * len(indices)
+        examples = sources.read_examples(self._source, indices)
+        return [image_hw(ex[self._entry.image_key]) for ex in examples]
 
     def read(self, indices: np.ndarray) -> list[dict[str, Any]]:
         """The examples at `indices`, as `parse_example` returns them."""

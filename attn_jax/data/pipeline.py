@@ -26,7 +26,9 @@ Image batches are dicts of numpy arrays: `image` float32 [b, H, W, C] normalized
 `inputs` int32 [b, S], `targets` int32 [b, T], `length` int32 [b], `mask` bool [b], over the same
 stream of examples; `get_vocab(data_cfg)` turns their ids back into strings. Segmentation and
 detection batches (`spec.kind` "segmentation" / "detection", see dense.py) carry per-pixel
-classes, or padded boxes with their masks, over the same stream too.
+classes, or padded boxes with their masks, over the same stream too; coco's follow DETR's
+multi-scale recipe, and their H and W vary from batch to batch among a few padded shapes
+(`spec.pad_multiple`, detr_multiscale.py).
 
 Image-text batches (`spec.kind == "image_text"`: digit_captions, scene_captions; T =
 `spec.text_length`, K = `spec.num_captions`, ids of captions.py's `WordVocab`):
@@ -54,9 +56,18 @@ from typing import Any
 import grain
 import numpy as np
 from absl import flags
+from PIL import Image
 
 from attn_jax.data import captions as captions_lib
-from attn_jax.data import dense, sequences, sources, stream
+from attn_jax.data import (
+    dense,
+    detr_multiscale,
+    erasing,
+    randaugment,
+    sequences,
+    sources,
+    stream,
+)
 from attn_jax.data import text as text_lib
 from attn_jax.data import transforms as T
 from attn_jax.data.errors import DataConfigError
@@ -93,6 +104,24 @@ DEFAULT_DATA_CONFIG: dict[str, Any] = {
     "max_length": None,
     # Subword datasets (wmt14) only: sentencepiece vocabulary size; None: 32000.
     "vocab_size": None,
+    # The DeiT/Swin ImageNet recipe (Touvron et al. 2021), on top of `augment=True`, for image
+    # classification: RandAugment as timm's policy string, e.g. "rand-m9-mstd0.5-inc1" (DeiT's;
+    # randaugment.py), 8-bit images only; None: none.
+    "randaugment": None,
+    # Probability of random erasing (erasing.py; DeiT: 0.25); 0: none.
+    "random_erase": 0.0,
+    # Resampling of resizes and crops ("bilinear" or "bicubic", DeiT's); None: "bilinear".
+    "interpolation": None,
+    # Mixup / CutMix Beta alphas (DeiT: 0.8 / 1.0); 0: off. Applied on the device by the train
+    # step (mixing.py's `mix_batch`, arguments from `mix_options(config.data)`), not here.
+    "mixup": 0.0,
+    "cutmix": 0.0,
+    # Probability of CutMix rather than Mixup when both are on, and of mixing a batch at all.
+    "mix_switch_prob": 0.5,
+    "mix_prob": 1.0,
+    # Repeated augmentation (DeiT's RASampler, Hoffer et al. 2020): each training example comes
+    # this many times per epoch, under different augmentations (DeiT: 3); 1: off.
+    "repeated_augment": 1,
 }
 
 _OPTIONAL_TYPES = {
@@ -102,6 +131,8 @@ _OPTIONAL_TYPES = {
     "read_threads": int,
     "max_length": int,
     "vocab_size": int,
+    "randaugment": str,
+    "interpolation": str,
 }
 
 
@@ -127,7 +158,10 @@ def data_config(**values: Any):
     return group
 
 
-_AUGMENT = 2  # purposes folded into the random keys (stream.py's shuffle is 1)
+# Purposes folded into the random keys (stream.py's shuffle is 1, captions.py's choice 3).
+_AUGMENT = 2
+_RANDAUGMENT = 4
+_ERASE = 5
 _CENTER_CROP_FRACTION = 0.875
 _INCEPTION_ATTEMPTS = 10
 
@@ -159,7 +193,11 @@ class DatasetSpec:
         max_boxes: detection: N, boxes per example (padded, `box_mask`); else None.
         text_length: image_text: T, tokens per caption row, SOT and EOT included; else None.
         num_captions: image_text: K, captions per image; else None.
-        element_spec: per-example (shape, dtype name) of every batch key but "mask".
+        pad_multiple: detection with DETR's multi-scale recipe (coco): batches vary in shape, H
+            and W being multiples of pad_multiple up to image_shape's (the largest batch shape);
+            None: every batch has image_shape.
+        element_spec: per-example (shape, dtype name) of every batch key but "mask"; the largest
+            shape where pad_multiple is set.
     """
 
     name: str
@@ -177,6 +215,7 @@ class DatasetSpec:
     max_boxes: int | None = None
     text_length: int | None = None
     num_captions: int | None = None
+    pad_multiple: int | None = None
 
     @property
     def element_spec(self) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -226,6 +265,14 @@ class _Options:
     worker_count: int
     max_length: int | None
     vocab_size: int | None
+    randaugment: str | None
+    random_erase: float
+    interpolation: str | None
+    mixup: float
+    cutmix: float
+    mix_switch_prob: float
+    mix_prob: float
+    repeated_augment: int
 
 
 def _positive_int(value: Any) -> bool:
@@ -263,9 +310,90 @@ def _options(data_cfg: Mapping[str, Any]) -> tuple[_Options, DatasetEntry]:
         raise DataConfigError(
             f"{entry.name} is a text dataset: config.data.image_size does not apply; leave it None"
         )
+    _check_recipe(merged, entry)
     merged["data_dir"] = sources.resolve_data_dir(merged["data_dir"])
     merged["augment"] = bool(merged["augment"])
     return _Options(**merged), entry
+
+
+_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+
+
+def _check_recipe(merged: dict[str, Any], entry: DatasetEntry) -> None:
+    """The DeiT/Swin keys: valid values, and only where they apply."""
+    for key in ("random_erase", "mix_switch_prob", "mix_prob"):
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise DataConfigError(
+                f"config.data.{key} must be a probability in [0, 1], got {value!r}"
+            )
+    for key in ("mixup", "cutmix"):
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise DataConfigError(
+                f"config.data.{key} must be a Beta alpha >= 0 (0: off), got {value!r}"
+            )
+    repeats = merged["repeated_augment"]
+    if not _positive_int(repeats):
+        raise DataConfigError(
+            f"config.data.repeated_augment must be an int >= 1 (1: off), got {repeats!r}"
+        )
+    interpolation = merged["interpolation"]
+    if interpolation is not None and interpolation not in _RESAMPLE:
+        raise DataConfigError(
+            f"config.data.interpolation must be one of {', '.join(_RESAMPLE)}, got "
+            f"{interpolation!r}"
+        )
+    used = [
+        key
+        for key, off in (
+            ("randaugment", None),
+            ("random_erase", 0),
+            ("mixup", 0),
+            ("cutmix", 0),
+            ("repeated_augment", 1),
+        )
+        if merged[key] != off
+    ]
+    if used and entry.kind != "image":
+        raise DataConfigError(
+            f"config.data.{used[0]} applies to image classification datasets, not to the "
+            f"{entry.kind} dataset {entry.name}; leave it off"
+        )
+    if used and not merged["augment"]:
+        raise DataConfigError(
+            f"config.data.{used[0]} adds to the training augmentation: set "
+            "--config.data.augment=true, or turn it off"
+        )
+    if merged["randaugment"] is not None:
+        randaugment.parse_policy(merged["randaugment"])
+        if entry.max_value != 255:
+            raise DataConfigError(
+                f"config.data.randaugment needs 8-bit images; {entry.name} has pixel values up "
+                f"to {entry.max_value:g}; leave it None"
+            )
+
+
+def mix_options(data_cfg: Mapping[str, Any]) -> dict[str, float] | None:
+    """The Mixup/CutMix keyword arguments of `mixing.mix_batch` that the data config asks for
+    (mixup_alpha, cutmix_alpha, switch_prob, prob), or None when both alphas are 0.
+
+        opts = data.mix_options(config.data)
+        if opts: images, targets = mix_batch(images, labels, key, num_classes=K,
+                                             label_smoothing=s, **opts)
+
+    Raises:
+        DataConfigError: a bad config.
+    """
+    opts, _ = _options(data_cfg)
+    if not (opts.mixup or opts.cutmix):
+        return None
+    return {
+        "mixup_alpha": float(opts.mixup),
+        "cutmix_alpha": float(opts.cutmix),
+        "switch_prob": float(opts.mix_switch_prob),
+        "prob": float(opts.mix_prob),
+    }
 
 
 def _image_shape(entry: DatasetEntry, image_size: int | None) -> tuple[int, int, int]:
@@ -313,10 +441,15 @@ def dataset_info(data_cfg: Mapping[str, Any]) -> DatasetSpec:
             "text_length": entry.text_length,
             "num_captions": entry.num_captions,
         }
+    image_shape = _image_shape(entry, opts.image_size)
+    if entry.augmentation == "detr_multiscale":
+        recipe = detr_multiscale.make_recipe(image_shape[0])
+        kind_fields["pad_multiple"] = recipe.pad_multiple
+        image_shape = (recipe.max_padded, recipe.max_padded, entry.channels)
     return DatasetSpec(
         name=entry.name,
         num_classes=entry.num_classes,
-        image_shape=_image_shape(entry, opts.image_size),
+        image_shape=image_shape,
         num_examples=num_examples,
         mean=entry.mean,
         std=entry.std,
@@ -432,8 +565,18 @@ class _BatchMaker:
             seed=seed,
             process_index=process_index,
             process_count=process_count,
+            repeats=opts.repeated_augment if train else 1,
         )
         self._augment_key = T.fold_key(seed, _AUGMENT)
+        self._resample = _RESAMPLE[opts.interpolation or "bilinear"]
+        self._policy = None
+        if self._augment and opts.randaugment is not None:
+            self._policy = randaugment.parse_policy(opts.randaugment)
+            fill = tuple(min(255, round(255 * m)) for m in entry.mean)  # timm's img_mean
+            self._fill = fill[0] if len(fill) == 1 else fill
+        self._erase = opts.random_erase if self._augment else 0.0
+        self._randaugment_key = T.fold_key(seed, _RANDAUGMENT)
+        self._erase_key = T.fold_key(seed, _ERASE)
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
         positions, valid, indices = self._positions(step)
@@ -462,8 +605,17 @@ class _BatchMaker:
                 images = T.translate(images, T.uniform_shifts(u[:, :2], e.max_shift))
                 if e.augmentation == "crop_flip":
                     images = T.flip_left_right(images, u[:, 2] < 0.5)
-            images = T.resize(images, self._size)
-        return T.normalize(images, e.max_value, e.mean, e.std)
+            images = T.resize(images, self._size, self._resample)
+        # DeiT's order: crop and flip, RandAugment on 8-bit pixels, normalize, erase.
+        if self._policy is not None:
+            u = T.random_uniform(self._randaugment_key, positions, self._policy.draws)
+            images = randaugment.randaugment(
+                images, u, self._policy, fill=self._fill, resample=self._resample
+            )
+        images = T.normalize(images, e.max_value, e.mean, e.std)
+        if self._erase:
+            images = erasing.random_erase(images, positions, self._erase_key, self._erase)
+        return images
 
     def _crop_resize(self, images, positions: np.ndarray) -> np.ndarray:
         """Variable-size (possibly encoded) images -> uint8 [N, size, size, 3]."""
@@ -471,12 +623,13 @@ class _BatchMaker:
         if not self._augment:
             box = lambda w, h: T.center_crop_box(w, h, _CENTER_CROP_FRACTION)
             for i, image in enumerate(images):
-                out[i] = T.crop_resize(image, self._size, box)
+                out[i] = T.crop_resize(image, self._size, box, resample=self._resample)
             return out
         u = T.random_uniform(self._augment_key, positions, 4 * _INCEPTION_ATTEMPTS + 1)
         for i, image in enumerate(images):
             box = lambda w, h, ui=u[i, :-1]: T.inception_crop_box(w, h, ui)
-            out[i] = T.crop_resize(image, self._size, box, flip=bool(u[i, -1] < 0.5))
+            flip = bool(u[i, -1] < 0.5)
+            out[i] = T.crop_resize(image, self._size, box, flip=flip, resample=self._resample)
         return out
 
 
@@ -557,6 +710,12 @@ def make_dataset(
         )
     if not 0 <= process_index < process_count:
         raise DataConfigError(f"process_index {process_index} not in [0, {process_count})")
+    if train and global_batch_size % opts.repeated_augment:
+        raise DataConfigError(
+            f"global batch size {global_batch_size} must be a multiple of "
+            f"config.data.repeated_augment={opts.repeated_augment} (each example fills that many "
+            "slots of a batch)"
+        )
     stream_kwargs = {
         "train": train,
         "global_batch_size": global_batch_size,
@@ -586,6 +745,14 @@ def make_dataset(
         raise DataConfigError(f"split {split!r} of {entry.name} has no examples")
     if entry.kind == "text":
         maker = sequences.TextBatchMaker(examples, **stream_kwargs)
+    elif entry.augmentation == "detr_multiscale":
+        maker = detr_multiscale.MultiScaleBatchMaker(
+            entry,
+            examples,
+            size=_image_shape(entry, opts.image_size)[0],
+            augment=opts.augment,
+            **stream_kwargs,
+        )
     elif entry.kind in dense.DENSE_KINDS:
         maker = dense.DenseBatchMaker(
             entry,

@@ -69,7 +69,7 @@ class DatasetEntry:
         num_classes: number of labels.
         image_shape: stored (H, W, C); None where sizes vary (ImageNet).
         default_image_size: side of the square images fed to the model when `data.image_size` is
-            None; None keeps the stored size.
+            None ("detr_multiscale": the evaluation shorter side); None keeps the stored size.
         max_value: the largest pixel value; images are divided by it before normalization.
         mean: per-channel mean in the [0, 1] scale.
         std: per-channel standard deviation in the [0, 1] scale.
@@ -79,10 +79,13 @@ class DatasetEntry:
             `max_shift`-pixel zero padding, plus a horizontal flip), "inception_crop" (random
             resized crop with scale 0.08..1 and aspect ratio 3/4..4/3, plus a horizontal flip),
             or, for dense kinds, "scale_crop" (random rescale by a factor in `scale_range`, random
-            crop or pad back to the square, a horizontal flip if `flip_ok`; see dense.py).
+            crop or pad back to the square, a horizontal flip if `flip_ok`; see dense.py), or for
+            detection "detr_multiscale" (DETR's multi-scale resizes and random crops, images of
+            varying size padded per batch; see detr_multiscale.py).
         max_shift: the largest shift of "translate" and "crop_flip".
         decode_with_pil: read the image feature as encoded bytes and decode it with PIL here, so
-            that JPEGs can be decoded at reduced size before the crop (ImageNet).
+            that JPEGs can be decoded at reduced size before the crop (ImageNet), or their sizes
+            read without decoding (COCO).
         prepare_note: what preparing needs besides the build command.
         kind: "image", "segmentation", "detection", "text" or "image_text".
         tokenizer: text only: "char" (the builder's `VOCAB`) or "sentencepiece"; image_text:
@@ -260,9 +263,11 @@ DIGIT_DETECTION = DatasetEntry(
     **_DIGIT_SCENES,
 )
 
-# DETR (Carion et al. 2020) feeds COCO with the shorter side 800 (longer at most 1333); fixed-shape
-# batches need one square, so images are fitted into 800 x 800 and padded (`pixel_mask`). The
-# test split has no annotations and is left out, so evaluation must name "validation".
+# DETR (Carion et al. 2020) feeds COCO with the shorter side 800 (longer at most 1333), and
+# trains on multi-scale resizes and random crops: "detr_multiscale", the official recipe
+# (detr_multiscale.py), with batches padded to bucketed shapes (`pixel_mask`). Images are read
+# encoded, so that other processes' images need only their headers to agree on a batch's shape.
+# The test split has no annotations and is left out, so evaluation must name "validation".
 COCO = DatasetEntry(
     name="coco",
     tfds_name="coco/2017",
@@ -273,8 +278,9 @@ COCO = DatasetEntry(
     mean=IMAGENET2012.mean,
     std=IMAGENET2012.std,
     embedded=False,
-    augmentation="scale_crop",
+    augmentation="detr_multiscale",
     default_image_size=800,
+    decode_with_pil=True,
     kind="detection",
     max_boxes=100,
     flip_ok=True,

@@ -5,6 +5,13 @@ Training reads an infinite stream whose epoch e is a permutation of the split dr
 (seed, e); global batch k is stream positions [k*B, (k+1)*B), and process p of P takes
 [k*B + p*b, k*B + (p+1)*b), b = B // P. Evaluation reads positions in stored order, and those past
 the end of the split are padding.
+
+Repeated augmentation (Hoffer et al. 2020, "Augment your batch"; DeiT's RASampler) with r
+repeats: slot j of global batch k holds example t = k*B/r + (j mod B/r) of the shuffled stream,
+so each example fills r slots B/r apart, which fall on different devices once there are r of them
+(the batch is split into contiguous per-device slices), as RASampler spreads its copies over
+processes. Augmentation is drawn from the slot's position, so the copies differ; an epoch of N
+positions then holds N/r distinct examples, and r epochs one pass over the split.
 """
 
 from __future__ import annotations
@@ -30,7 +37,10 @@ class BatchPositions:
         seed: int,
         process_index: int,
         process_count: int,
+        repeats: int = 1,
     ):
+        assert repeats == 1 or (train and global_batch_size % repeats == 0), repeats
+        self.repeats = repeats
         self.num_examples = num_examples
         self.train = train
         self.global_batch_size = global_batch_size
@@ -67,7 +77,12 @@ class BatchPositions:
         start = step * self.global_batch_size + self._offset
         positions = np.arange(start, start + self.local_batch_size, dtype=np.int64)
         if self.train:
-            epochs, offsets = np.divmod(positions, self.num_examples)
+            stream = positions
+            if self.repeats > 1:
+                per = self.global_batch_size // self.repeats
+                step_of, slot = np.divmod(positions, self.global_batch_size)
+                stream = step_of * per + slot % per
+            epochs, offsets = np.divmod(stream, self.num_examples)
             indices = np.empty_like(positions)
             for epoch in np.unique(epochs):
                 at = epochs == epoch

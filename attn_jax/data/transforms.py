@@ -116,14 +116,15 @@ def normalize(images: np.ndarray, max_value: float, mean: Sequence[float], std: 
     return out.reshape(n, h, w, c)
 
 
-def resize(images: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear (antialiased when shrinking) resize of uint8 [N, H, W, C] to [N, size, size, C]."""
+def resize(images: np.ndarray, size: int, resample: int = Image.BILINEAR) -> np.ndarray:
+    """Resize of uint8 [N, H, W, C] to [N, size, size, C] with a PIL filter (bilinear by
+    default; PIL's filters antialias when shrinking)."""
     if images.shape[1:3] == (size, size):
         return images
     out = np.empty((len(images), size, size, images.shape[-1]), images.dtype)
     for i, image in enumerate(images):
         pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-        out[i] = np.asarray(pil.resize((size, size), Image.BILINEAR)).reshape(size, size, -1)
+        out[i] = np.asarray(pil.resize((size, size), resample)).reshape(size, size, -1)
     return out
 
 
@@ -182,8 +183,10 @@ def crop_resize(
     size: int,
     box_fn: Callable[[int, int], Box],
     flip: bool = False,
+    resample: int = Image.BILINEAR,
 ) -> np.ndarray:
-    """Decodes (if encoded), crops `box_fn(width, height)`, resizes to size x size, maybe flips.
+    """Decodes (if encoded), crops `box_fn(width, height)`, resizes to size x size with the PIL
+    filter `resample`, maybe flips.
 
     JPEGs are decoded at the smallest power-of-two reduction that still leaves at least `size`
     pixels across the crop (PIL's draft mode): ImageNet's ~400x350 JPEGs then decode several
@@ -206,7 +209,7 @@ def crop_resize(
         pil.draft("RGB", wanted)
     sx, sy = pil.size[0] / width, pil.size[1] / height
     box = (left * sx, top * sy, right * sx, bottom * sy)
-    out = pil.convert("RGB").resize((size, size), Image.BILINEAR, box=box)
+    out = pil.convert("RGB").resize((size, size), resample, box=box)
     if flip:
         out = out.transpose(Image.FLIP_LEFT_RIGHT)
     return np.asarray(out)

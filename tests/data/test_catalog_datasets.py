@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -177,3 +178,72 @@ def test_crop_boxes_stay_inside_the_image():
         200 + 131.25,
         150 + 131.25,
     )
+
+
+# -- imagenet2012 with the DeiT recipe ------------------------------------------------------------
+def photo_jpegs(count: int) -> list[bytes]:
+    """Crops of scikit-learn's china.jpg of several sizes, as JPEGs: textured, so that every
+    RandAugment op changes them (flat colors survive many ops unchanged)."""
+    import sklearn.datasets
+
+    path = io.BytesIO(
+        (Path(sklearn.datasets.__file__).parent / "images" / "china.jpg").read_bytes()
+    )
+    photo = Image.open(path).convert("RGB")
+    out = []
+    for i in range(count):
+        w, h = SIZES[i % 5]
+        buf = io.BytesIO()
+        photo.crop((7 * i, 5 * i, 7 * i + 4 * w, 5 * i + 4 * h)).resize((w, h)).save(buf, "JPEG")
+        out.append(buf.getvalue())
+    return out
+
+
+def fake_photo_source(self, split, decoders=None, deserialize_method=None, **kwargs):
+    del self, split, decoders, deserialize_method, kwargs
+    return [{"image": jpeg, "label": i % 7} for i, jpeg in enumerate(photo_jpegs(24))]
+
+
+def test_imagenet_deit_augmentations(tmp_path):
+    from attn_jax.data import pipeline, randaugment
+
+    cfg = {"name": "imagenet2012", "data_dir": str(tmp_path), "image_size": 32, "augment": True}
+    deit = {**cfg, "randaugment": "rand-m9-mstd0.5-inc1", "random_erase": 0.25}
+    with mocked_tfds(as_data_source_fn=fake_photo_source):
+        plain = take_batches(make(cfg), 3)
+        ra = take_batches(make({**cfg, "randaugment": "rand-m9-mstd0.5-inc1"}), 3)
+        erased = take_batches(make({**cfg, "random_erase": 1.0}), 3)
+        full = take_batches(make(deit), 2)
+        parts = [take_batches(make(deit, process_index=p, process_count=2), 2) for p in (0, 1)]
+        bicubic = take_batches(make({**deit, "interpolation": "bicubic"}), 1)
+    mean, std = np.asarray(IMAGENET.mean), np.asarray(IMAGENET.std)
+    policy = randaugment.parse_policy("rand-m9-mstd0.5-inc1")
+    key = transforms.fold_key(0, pipeline._RANDAUGMENT)
+    changed = 0
+    for k, (p, r) in enumerate(zip(plain, ra, strict=True)):
+        # The plain crops, back on 0..255, through RandAugment with the draws of their positions.
+        pixels = np.rint((p["image"] * std + mean) * 255).astype(np.uint8)
+        u = transforms.random_uniform(key, np.arange(16 * k, 16 * k + 16), policy.draws)
+        want = randaugment.randaugment(pixels, u, policy, fill=(124, 116, 104))
+        np.testing.assert_allclose(r["image"], (want / 255.0 - mean) / std, atol=1e-4)
+        changed += (want != pixels).any(axis=(1, 2, 3)).sum()
+        np.testing.assert_array_equal(r["label"], p["label"])
+    assert 24 <= changed <= 46  # 3/4 of 48 images draw an op
+    rectangles = 0
+    for p, e in zip(plain, erased, strict=True):  # erasing with probability 1: one rectangle each
+        for i in range(16):
+            ys, xs = np.nonzero((p["image"][i] != e["image"][i]).any(-1))
+            if len(ys):
+                assert len(ys) == (np.ptp(ys) + 1) * (np.ptp(xs) + 1)
+                rectangles += 1
+    assert rectangles >= 44  # an attempt may fail to fit a 32 x 32 image
+    for k, a in enumerate(full):  # drawn from stream positions: any process split, same batch
+        for name in ("image", "label"):
+            joined = np.concatenate([parts[0][k][name], parts[1][k][name]])
+            np.testing.assert_array_equal(joined, a[name])
+    assert not np.allclose(bicubic[0]["image"], full[0]["image"])
+
+
+def take_batches(ds, n):
+    it = iter(ds)
+    return [next(it) for _ in range(n)]

@@ -6,16 +6,21 @@ datasets (coco, cityscapes) through `tfds.testing.mock_data`."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import importlib
+import io
+import math
 import types
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from attn_jax import data
-from attn_jax.data import dense, sources
+from attn_jax.data import dense, detr_multiscale, sources
+from attn_jax.data import transforms as T
 from attn_jax.errors import UserError
 
 SCENES = data.get_entry("digit_scenes")
@@ -322,10 +327,21 @@ def fake_coco_example(i: int) -> dict:
     }
 
 
+def png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def fake_coco_source(self, split, decoders=None, deserialize_method=None, **kwargs):
-    """Stands for `builder.as_data_source` of a prepared coco/2017."""
-    del self, decoders, deserialize_method, kwargs
-    return [fake_coco_example(i) for i in range(13 if split == "validation" else 23)]
+    """Stands for `builder.as_data_source` of a prepared coco/2017, whose images come encoded
+    (coco is read with `tfds.decode.SkipDecoding`); PNG keeps the pixels exact."""
+    del self, deserialize_method, kwargs
+    assert isinstance(decoders["image"], tfds.decode.SkipDecoding)
+    return [
+        {**ex, "image": png(ex["image"])}
+        for ex in map(fake_coco_example, range(13 if split == "validation" else 23))
+    ]
 
 
 @pytest.fixture
@@ -346,29 +362,168 @@ def mocked(monkeypatch):
     return enter
 
 
-def test_coco_detection_batches(tmp_path, mocked):
+def detr_hw(hw, shorter, max_size):
+    """The reference's resize, written out: the shorter side to `shorter` unless the longer
+    would pass max_size, then the longer to about max_size; the other side rounded down."""
+    h, w = hw
+    if max(h, w) / min(h, w) * shorter > max_size:
+        shorter = round(max_size * min(h, w) / max(h, w))
+    if h <= w:
+        return shorter, int(shorter * w / h)
+    return int(shorter * h / w), shorter
+
+
+COCO_LIKE = [(480, 640), (427, 640), (640, 480), (640, 427), (424, 640), (360, 640), (640, 640)]
+
+
+def test_detr_train_sizes_follow_the_official_distribution():
+    recipe = detr_multiscale.make_recipe(800)
+    assert recipe.scales == tuple(range(480, 801, 32)) and recipe.max_size == 1333
+    assert (recipe.crop_scales, recipe.crop_range) == ((400, 500, 600), (384, 600))
+    u = T.random_uniform(T.fold_key(7), np.arange(6000), detr_multiscale.DRAWS)
+    plain, cropped, flips = collections.Counter(), 0, 0
+    for i in range(6000):
+        h0, w0 = COCO_LIKE[i % len(COCO_LIKE)]
+        g = detr_multiscale.train_geometry((h0, w0), u[i], recipe)
+        left, top, right, bottom = g.region
+        assert 0 <= left < right <= w0 + 1e-9 and 0 <= top < bottom <= h0 + 1e-9
+        assert max(g.height, g.width) <= 1333
+        flips += g.flip
+        if not g.cropped:  # the whole image, its shorter side one of the scales
+            assert g.region == (0, 0, w0, h0)
+            assert (g.height, g.width) in [detr_hw((h0, w0), s, 1333) for s in recipe.scales]
+            if min(g.height, g.width) in recipe.scales:
+                plain[min(g.height, g.width)] += 1
+            else:  # capped: the longer side at 1333 (16:9 images above 750)
+                assert max(g.height, g.width) >= 1330
+            continue
+        cropped += 1
+        # The crop was taken at shorter side 400, 500 or 600 (h1, w1): its sides there are
+        # integers in [384, 600], and its shorter side then went to one of the scales.
+        fits = []
+        for h1, w1 in [detr_hw((h0, w0), s, math.inf) for s in recipe.crop_scales]:
+            ch, cw = (bottom - top) * h1 / h0, (right - left) * w1 / w0
+            whole = abs(ch - round(ch)) < 1e-6 and abs(cw - round(cw)) < 1e-6
+            if whole and 384 <= round(ch) <= min(600, h1) and 384 <= round(cw) <= min(600, w1):
+                crop = (round(ch), round(cw))
+                fits.append((g.height, g.width) in [detr_hw(crop, s, 1333) for s in recipe.scales])
+        assert any(fits)
+    assert abs(cropped / 6000 - 0.5) < 0.03 and abs(flips / 6000 - 0.5) < 0.03
+    # The 11 scales come equally often (the 16:9 images take only the lowest uncapped).
+    assert set(plain) == set(recipe.scales)
+    assert min(plain.values()) > 0.7 * (6000 - cropped) * 6 / 7 / 11
+    # Evaluation: shorter side 800, longer at most 1333.
+    for hw in COCO_LIKE + [(300, 1000)]:
+        g = detr_multiscale.eval_geometry(hw, recipe)
+        assert (g.height, g.width) == detr_hw(hw, 800, 1333) and not g.flip
+    assert detr_hw((300, 1000), 800, 1333) == (400, 1333)
+
+
+def test_detr_padded_shapes_are_few():
+    recipe = detr_multiscale.make_recipe(800)
+    sides = {recipe.padded(x) for x in range(1, 1334)}
+    assert sides == {*range(128, 1281, 128), 1344} and recipe.max_padded == 1344
+    assert recipe.padded(1345) == 1408  # past the cap (aspect > 20): a bucket, never cut
+    u = T.random_uniform(T.fold_key(8), np.arange(16 * 200), detr_multiscale.DRAWS)
+    shapes = collections.Counter()
+    for k in range(200):  # 200 batches of 16 COCO-like images
+        hw = [
+            detr_multiscale.train_geometry(COCO_LIKE[(k * 16 + j) % 7], u[k * 16 + j], recipe)
+            for j in range(16)
+        ]
+        shapes[
+            recipe.padded(max(g.height for g in hw)), recipe.padded(max(g.width for g in hw))
+        ] += 1
+    assert len(shapes) <= 20, shapes
+
+
+def test_warped_boxes_and_masks_stay_together():
+    # A label map with one object per box: after any geometry, each kept box is the bounding
+    # box of its object's pixels (NEAREST keeps labels), clipped to the image.
+    rng = np.random.default_rng(0)
+    recipe = detr_multiscale.make_recipe(64)
+    u = T.random_uniform(T.fold_key(9), np.arange(300), detr_multiscale.DRAWS)
+    dropped = kept = 0
+    for i in range(300):
+        h0, w0 = [(40, 60), (70, 45), (30, 100)][i % 3]
+        labels = np.zeros((h0, w0), np.uint8)
+        boxes = []
+        for k in range(1, 4):  # in three column bands of 15: no overlap
+            y0, x0 = rng.integers(0, h0 - 6), 15 * (k - 1) + rng.integers(0, 9)
+            y1, x1 = y0 + rng.integers(4, 7), x0 + rng.integers(4, 7)
+            labels[y0:y1, x0:x1] = k
+            boxes.append([y0 / h0, x0 / w0, y1 / h0, x1 / w0])
+        boxes = np.asarray(boxes)
+        g = detr_multiscale.train_geometry((h0, w0), u[i], recipe)
+        warped = detr_multiscale.warp_array(labels, g, nearest=True)
+        assert warped.shape == (g.height, g.width)
+        out, keep = detr_multiscale.warp_boxes(boxes, g, (h0, w0))
+        pixels = to_pixels(out, (g.height, g.width))
+        assert ((pixels > -1e-6) & (pixels < np.asarray([g.height, g.width] * 2) + 1e-6)).all()
+        for k in (1, 2, 3):
+            rows, cols = np.nonzero(warped == k)
+            if not keep[k - 1]:
+                dropped += 1
+                assert len(rows) == 0  # a dropped box has no pixel left
+                continue
+            kept += 1
+            if len(rows):
+                found = [rows.min(), cols.min(), rows.max() + 1, cols.max() + 1]
+                np.testing.assert_allclose(pixels[k - 1], found, atol=1.5)
+    assert kept > 450 and dropped > 10
+
+
+def test_coco_follows_detrs_recipe(tmp_path, mocked):
     entry = data.get_entry("coco")
     cfg = {"name": "coco", "data_dir": str(tmp_path), "eval_split": "validation", "image_size": 64}
+    spec = data.dataset_info(cfg)
+    assert (spec.image_shape, spec.pad_multiple) == ((128, 128, 3), 32)
+    full = data.dataset_info({**cfg, "image_size": None})
+    assert (full.image_shape, full.pad_multiple) == ((1344, 1344, 3), 128)
     with mocked(fake_coco_source):
         evals = list(make(cfg, "validation", train=False, global_batch_size=8))
-        train = take(make({**cfg, "augment": True}, global_batch_size=16), 3)
-    assert data.dataset_info({**cfg, "image_size": None}).image_shape == (800, 800, 3)
+        train = take(make({**cfg, "augment": True}, global_batch_size=16, seed=2), 6)
+        halves = [
+            take(
+                make(
+                    {**cfg, "augment": True},
+                    global_batch_size=16,
+                    seed=2,
+                    process_index=p,
+                    process_count=2,
+                ),
+                2,
+            )
+            for p in (0, 1)
+        ]
     assert len(evals) == 2
+    shapes = set()
     for batch in (*evals, *train):
-        check_contract(cfg, batch, len(batch["mask"]))
+        b, height, width = batch["pixel_mask"].shape
+        shapes.add((height, width))
+        assert height % 32 == 0 and width % 32 == 0 and max(height, width) <= 128
+        assert batch["image"].shape == (b, height, width, 3)
+        for key, (shape, dtype) in spec.element_spec.items():
+            if key not in ("image", "pixel_mask"):
+                assert batch[key].shape == (b, *shape) and batch[key].dtype == np.dtype(dtype)
         assert (batch["labels"][batch["box_mask"]] != 79).all()  # crowd boxes dropped
-        corners = to_pixels(batch["boxes"][batch["box_mask"]], (1, 1))
-        assert ((corners > -1e-6) & (corners < 1 + 1e-6)).all()
-    for j in range(13):
+        real = batch["mask"]
+        # Padded to the batch's largest image, rounded up to 32: no bucket wasted.
+        assert height - 32 < batch["size"][real, 0].max() <= height
+        assert width - 32 < batch["size"][real, 1].max() <= width
+        for i in np.flatnonzero(real):
+            ch, cw = batch["size"][i]
+            pm = batch["pixel_mask"][i]
+            assert pm[:ch, :cw].all() and pm.sum() == ch * cw
+            assert (batch["image"][i][~pm] == 0).all()  # padding is 0 after normalization
+            corners = to_pixels(batch["boxes"][i][batch["box_mask"][i]], (1, 1))
+            assert ((corners > -1e-6) & (corners < 1 + 1e-6)).all()
+    for j in range(13):  # evaluation: the reference's resize, boxes unchanged (normalized)
         b, i = evals[j // 8], j % 8
         ex = fake_coco_example(j)
         h, w = ex["image"].shape[:2]
-        size = (round(h * 64 / max(h, w)), round(w * 64 / max(h, w)))
-        assert tuple(b["size"][i]) == size and tuple(b["orig_size"][i]) == (h, w)
-        assert b["image_id"][i] == 1000 + j
-        pm = b["pixel_mask"][i]
-        assert pm[: size[0], : size[1]].all() and pm.sum() == size[0] * size[1]
-        assert (b["image"][i][~pm] == 0).all()  # padding is 0 after normalization
+        assert tuple(b["size"][i]) == detr_hw((h, w), 64, 107)
+        assert tuple(b["orig_size"][i]) == (h, w) and b["image_id"][i] == 1000 + j
         single = ~ex["objects"]["is_crowd"]
         n = int(single.sum())
         assert b["box_mask"][i].sum() == n
@@ -376,12 +531,17 @@ def test_coco_detection_batches(tmp_path, mocked):
         np.testing.assert_allclose(
             to_pixels(b["boxes"][i, :n], (1, 1)), ex["objects"]["bbox"][single], atol=1e-6
         )
+    assert not evals[1]["mask"][5:].any() and evals[1]["pixel_mask"][5:].all()
+    recipe = detr_multiscale.make_recipe(64)
+    u = T.random_uniform(T.fold_key(2, 2), np.arange(96), detr_multiscale.DRAWS)
     cropped = 0
-    for b in train:
+    for k, b in enumerate(train):
         for i in range(16):
+            ex = fake_coco_example(int(b["image_id"][i]) - 1000)
+            g = detr_multiscale.train_geometry(ex["image"].shape[:2], u[16 * k + i], recipe)
+            assert tuple(b["size"][i]) == (g.height, g.width)  # the drawn geometry
+            cropped += g.cropped
             ch, cw = b["size"][i]
-            pm = b["pixel_mask"][i]
-            assert pm[:ch, :cw].all() and pm.sum() == ch * cw and (b["image"][i][~pm] == 0).all()
             raw = raw_image(b["image"][i], entry).mean(-1)
             for box in to_pixels(b["boxes"][i][b["box_mask"][i]], (ch, cw)):
                 # The bright rectangle moved (scaled, cropped, maybe mirrored) with its box.
@@ -389,8 +549,12 @@ def test_coco_detection_batches(tmp_path, mocked):
                 assert raw[(y0 + y1) // 2, (x0 + x1) // 2] > 150
                 if y1 - y0 > 2 and x1 - x0 > 2:
                     assert raw[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1].min() > 150
-            cropped += ch == 64 or cw == 64  # zoomed in: cropped to the canvas
-    assert 0 < cropped < 48
+    assert 24 < cropped < 72
+    assert len(shapes) > 1  # shapes vary from batch to batch
+    for k in range(2):  # both processes pad to the global batch's shape: the halves join up
+        for key in train[k]:
+            joined = np.concatenate([halves[0][k][key], halves[1][k][key]])
+            np.testing.assert_array_equal(joined, train[k][key])
 
 
 def fake_cityscapes_source(self, split, decoders=None, deserialize_method=None, **kwargs):
