@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "eval",
-        help="evaluate a checkpoint of a workdir on its eval split",
+        help="evaluate a checkpoint of a workdir with its evaluators (config.evals)",
         epilog=over,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--step", type=int, help="a kept step (default: the latest)")
     which.add_argument("--best", action="store_true", help="the best checkpoint by target_metric")
+    p.add_argument(
+        "--eval",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this evaluator of config.evals (repeatable; default: all)",
+    )
 
     from attn_jax.sweep.cli import add_sweep_parser
 
@@ -151,7 +158,11 @@ def main(argv: list[str] | None = None) -> int:
             from attn_jax.train import loop
 
             result = loop.evaluate(
-                args.workdir, step=args.step, best=args.best, overrides=tuple(overrides)
+                args.workdir,
+                step=args.step,
+                best=args.best,
+                overrides=tuple(overrides),
+                evals=tuple(args.eval),
             )
         elif args.command == "sweep":
             from attn_jax.sweep.cli import run_command

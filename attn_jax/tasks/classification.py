@@ -18,6 +18,8 @@ class Classification:
       label_smoothing: eps above; 0 gives plain cross-entropy.
     """
 
+    evaluation = "classification"  # the evaluator type it serves (eval/evaluators.py)
+
     target_metrics = ("accuracy", "loss")
 
     def __init__(self, num_classes: int, label_smoothing: float = 0.0):

@@ -123,6 +123,8 @@ class Contrastive:
       num_plot_examples: images (and their captions) in the similarity figure.
     """
 
+    evaluation = "zero_shot"  # the evaluator type it serves (eval/evaluators.py)
+
     target_metrics = (
         "zero_shot_accuracy",
         "caption_label_accuracy",

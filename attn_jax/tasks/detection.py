@@ -141,6 +141,8 @@ class Detection:
     `target_metric`: "<eval split>/AP" (or ".../AP50") with `target_mode` "max".
     """
 
+    evaluation = "coco"  # the evaluator type it serves (eval/evaluators.py)
+
     target_metrics = ("AP", "AP50", "loss")
     host_metric_names = METRIC_NAMES  # reported by finalize_outputs, besides finalize's
     curve_metrics = ("loss", "accuracy", "AP", "AP50", "loss_bbox", "loss_giou")

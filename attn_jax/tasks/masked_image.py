@@ -116,6 +116,8 @@ class MaskedImageModeling:
       num_plot_examples: images drawn by `plot_examples`.
     """
 
+    evaluation = "reconstruction"  # the evaluator type it serves (eval/evaluators.py)
+
     target_metrics = ("loss",)  # configs: target_metric="test/loss", target_mode="min"
     curve_metrics = ("loss",)
 

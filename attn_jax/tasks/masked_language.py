@@ -89,6 +89,8 @@ class MaskedLanguage:
         sot, eot, mask and unk ids).
     """
 
+    evaluation = "masked_tokens"  # the evaluator type it serves (eval/evaluators.py)
+
     target_metrics = ("accuracy", "loss")
     needs_vocab = True
 

@@ -44,6 +44,8 @@ class Reinforce(Classification):
       baseline_weight: weight of the baseline's squared error.
     """
 
+    evaluation = "reinforce"  # the evaluator type it serves (eval/evaluators.py)
+
     curve_metrics = ("accuracy", "loss", "reward", "baseline_error")
 
     def __init__(

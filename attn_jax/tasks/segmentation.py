@@ -41,6 +41,8 @@ class Segmentation:
       num_plot_examples: examples drawn by `plot_examples`.
     """
 
+    evaluation = "miou"  # the evaluator type it serves (eval/evaluators.py)
+
     # Checkpoints are kept by mIoU: the experiment's `target_metric` is "<split>/miou" with
     # `target_mode` "max" (every metric here but "loss" is higher-is-better).
     target_metrics = ("miou", "accuracy", "loss")

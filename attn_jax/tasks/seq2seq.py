@@ -52,6 +52,8 @@ class Seq2SeqTask:
         dataset's, to detokenize) because `needs_vocab` is true.
     """
 
+    evaluation = "exact_match"  # the evaluator type it serves (eval/evaluators.py)
+
     target_metrics = ("exact_match", "accuracy", "loss")
     curve_metrics = ("accuracy", "loss", "exact_match")
 

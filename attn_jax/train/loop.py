@@ -28,12 +28,13 @@ from tqdm.auto import tqdm
 from attn_jax import config as config_lib
 from attn_jax import data as data_lib
 from attn_jax import errors
+from attn_jax.eval.evaluators import Evaluator, build_evaluators, target_evaluator
 from attn_jax.models import build_model, count_params
 from attn_jax.tasks import build_task
 from attn_jax.train import sharding as shard_lib
 from attn_jax.train import workdir as workdir_lib
 from attn_jax.train.checkpoint import Checkpointer, init_params_from
-from attn_jax.train.metric_writers import MetricWriter
+from attn_jax.train.metric_writers import MetricWriter, read_metrics
 from attn_jax.train.optim import make_optimizer
 from attn_jax.train.plots import plot_curves
 from attn_jax.train.preemption import StopRequest
@@ -139,7 +140,7 @@ def make_train_step(model, task, tx, schedule, mesh, state_sharding, *, microbat
         spec = PartitionSpec(None, "data", *([None] * (x.ndim - 2)))
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
-    def step(state: TrainState, batch: dict[str, jax.Array]):
+    def train_step(state: TrainState, batch: dict[str, jax.Array]):
         dropout_key = jax.random.fold_in(state.key, state.step)
         if microbatches == 1:
             grads, metrics = grads_and_metrics(state.params, batch, dropout_key)
@@ -178,7 +179,7 @@ def make_train_step(model, task, tx, schedule, mesh, state_sharding, *, microbat
         return new_state, metrics
 
     return jax.jit(
-        step,
+        train_step,
         in_shardings=(state_sharding, shard_lib.batch_sharding(mesh)),
         out_shardings=(state_sharding, shard_lib.replicated(mesh)),
         donate_argnums=(0,),
@@ -199,13 +200,13 @@ def make_eval_step(model, task, mesh, params_sharding):
     """
     host = _evaluates_on_host(task)
 
-    def step(params, batch, sums):
+    def eval_step(params, batch, sums):
         new = task.eval_sums(model, params, batch)
         sums = jax.tree_util.tree_map(jnp.add, sums, new)
         return (sums, task.eval_outputs(model, params, batch)) if host else sums
 
     return jax.jit(
-        step,
+        eval_step,
         in_shardings=(params_sharding, shard_lib.batch_sharding(mesh), shard_lib.replicated(mesh)),
         out_shardings=shard_lib.replicated(mesh),
         donate_argnums=(2,),
@@ -247,12 +248,12 @@ def _state_shardings(init_fn, mesh):
     return abstract, sharding
 
 
-def _eval_batches(config, split: str):
+def _eval_batches(config, evaluator: Evaluator):
     return data_lib.make_dataset(
         config.data,
-        split,
+        evaluator.split,
         train=False,
-        global_batch_size=config.get("eval_batch_size") or config.batch_size,
+        global_batch_size=evaluator.batch_size,
         seed=config.seed,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
@@ -284,18 +285,18 @@ def _reported_metrics(exp: Experiment, config, abstract_params) -> set[str] | No
     return names | set(getattr(exp.task, "host_metric_names", ()))
 
 
-def check_target_metric(exp: Experiment, config, abstract_params) -> None:
+def check_target_metric(exp: Experiment, config, abstract_params, evaluators) -> None:
     """A target_metric that evaluation will not report is a config error before any training
     (it would leave the best checkpoint unwritten and the sweep rankings arbitrary)."""
-    target, split = config.target_metric, config.data.eval_split
+    target = config.target_metric
+    owner = target_evaluator(evaluators, target)
     names = _reported_metrics(exp, config, abstract_params)
-    if names is None:
+    if names is None and owner is not None:
         return
-    reported = sorted(f"{split}/{n}" for n in names)
-    name = target.removeprefix(f"{split}/")
-    if not target.startswith(f"{split}/") or not (
-        name in names or any(name.startswith(n + "/") for n in names)
-    ):
+    names = names or set()
+    reported = sorted(f"{e.name}/{n}" for e in evaluators for n in names)
+    name = target.split("/", 1)[-1]
+    if owner is None or not (name in names or any(name.startswith(n + "/") for n in names)):
         raise config_lib.ConfigError(
             f"config.target_metric {target!r} is not reported by this experiment's evaluation; "
             f"choose one of {', '.join(reported[:8])}"
@@ -337,7 +338,8 @@ def _train_in(config, workdir: Path, exp: Experiment, mesh) -> dict[str, Any]:
     tx, schedule = make_optimizer(config.optim, exp.total_steps)
     init_fn = make_init_fn(exp.model, tx, exp.init_inputs())
     abstract_state, state_sharding = _state_shardings(init_fn, mesh)
-    check_target_metric(exp, config, abstract_state.params)
+    evaluators = build_evaluators(config, exp.task)
+    check_target_metric(exp, config, abstract_state.params, evaluators)
     if workdir_lib.has_checkpoints(workdir):
         stored = workdir_lib.read_stored_config(workdir)
         if stored is not None:
@@ -410,13 +412,15 @@ def _train_in(config, workdir: Path, exp: Experiment, mesh) -> dict[str, Any]:
         microbatches=config.get("microbatches", 1),
     )
     eval_step = make_eval_step(exp.model, exp.task, mesh, state_sharding.params)
-    eval_split = config.data.eval_split
     bsharding = shard_lib.batch_sharding(mesh)
     skip_nonfinite = config.get("on_nonfinite", "stop") == "skip"
 
     pending: list[dict[str, jax.Array]] = []
     last_train: dict[str, float] = {}
     last_eval: dict[str, float] = {}
+    # Every evaluation of this run by step (those before a resume from metrics.jsonl), so that
+    # the metrics of every evaluator at the best step can be reported at the end.
+    history = _evaluation_history(workdir, evaluators, upto=start)
     skipped_total = 0
     t_log = time.perf_counter()
     steps_since_log = 0
@@ -431,13 +435,20 @@ def _train_in(config, workdir: Path, exp: Experiment, mesh) -> dict[str, Any]:
         mininterval=1.0,
     )
 
-    def run_eval(step: int) -> dict[str, float]:
-        metrics = evaluate_split(
-            eval_step, exp.model, exp.task, state.params, _eval_batches(config, eval_split), mesh
-        )
-        named = {f"{eval_split}/{k}": v for k, v in metrics.items()}
-        writer.write(step, eval_split, metrics)
-        ckpt.save_best(step, state.params, named)
+    def run_evals(step: int, *, every: bool = False) -> dict[str, float]:
+        """The evaluators due at `step` (all with `every`); keeps the best checkpoint."""
+        named: dict[str, float] = {}
+        for ev in evaluators:
+            if every or ev.due(step, exp.total_steps):
+                metrics = evaluate_split(
+                    eval_step, exp.model, exp.task, state.params, _eval_batches(config, ev), mesh
+                )
+                writer.write(step, ev.name, metrics)
+                named.update(ev.named(metrics))
+        if named:
+            history.setdefault(step, {}).update(named)
+            last_eval.update(named)
+            ckpt.save_best(step, state.params, named)
         return named
 
     def stopped(message: str, exit_code: int, step: int) -> RunStopped:
@@ -496,9 +507,9 @@ def _train_in(config, workdir: Path, exp: Experiment, mesh) -> dict[str, Any]:
                     pending, steps_since_log, t_log = [], 0, time.perf_counter()
                     check_finite(*previous_flag)
                 progress.update(1)
-                if step % config.eval_every == 0 or step == exp.total_steps:
+                if any(ev.due(step, exp.total_steps) for ev in evaluators):
                     check_finite(*previous_flag)
-                    last_eval = run_eval(step)
+                    run_evals(step)
                     t_log = time.perf_counter()
                 if step % config.checkpoint_every == 0 or step == exp.total_steps:
                     check_finite(*previous_flag)
@@ -519,7 +530,7 @@ def _train_in(config, workdir: Path, exp: Experiment, mesh) -> dict[str, Any]:
             if previous_flag is not None:
                 check_finite(*previous_flag)
         if not last_eval:  # resumed at the very end: nothing left to train
-            last_eval = run_eval(exp.total_steps)
+            run_evals(exp.total_steps, every=True)
         ckpt.wait()
     except Exception as e:
         # A full disk (an orbax save, a metrics line): stop with the last good checkpoint named;
@@ -535,7 +546,7 @@ def _train_in(config, workdir: Path, exp: Experiment, mesh) -> dict[str, Any]:
         plot_curves(workdir, getattr(exp.task, "curve_metrics", ("accuracy", "loss")))
         # Attention figures run un-jitted on this host; parameters that span processes cannot.
         if hasattr(exp.task, "plot_examples") and jax.process_count() == 1:
-            batch = next(iter(_eval_batches(config, eval_split)))
+            batch = next(iter(_eval_batches(config, evaluators[0])))
             vocab = data_lib.get_vocab(config.data) if exp.spec.kind == "text" else None
             exp.task.plot_examples(exp.model, state.params, batch, vocab, workdir / "plots")
     result = {"step": exp.total_steps, **last_eval}
@@ -548,9 +559,41 @@ def _train_in(config, workdir: Path, exp: Experiment, mesh) -> dict[str, Any]:
         target_metric=config.target_metric,
         target_mode=config.get("target_mode", "max"),
     )
-    result["best_step"] = best.best_step()
+    result["best_step"] = best_step = best.best_step()
+    if best_step is not None:
+        result["best"] = _best_report(
+            best_step, history, evaluators, best, abstract_state, exp, config, eval_step, mesh
+        )
     best.close()
     return result
+
+
+def _evaluation_history(workdir: Path, evaluators, *, upto: int) -> dict[int, dict[str, float]]:
+    names = {e.name for e in evaluators}
+    history: dict[int, dict[str, float]] = {}
+    for record in read_metrics(workdir) if upto else ():
+        if record["split"] in names and record["step"] <= upto:
+            metrics = {k: v for k, v in record.items() if k not in ("step", "split", "nonfinite")}
+            history.setdefault(record["step"], {}).update(
+                {f"{record['split']}/{k}": v for k, v in metrics.items()}
+            )
+    return history
+
+
+def _best_report(step, history, evaluators, best, abstract_state, exp, config, eval_step, mesh):
+    """Every evaluator's metrics at the best step: selected on the target evaluator (validation),
+    reported on the others (test). An evaluator that did not run at that step is run now on the
+    best checkpoint's parameters."""
+    report = {"step": step, **history.get(step, {})}
+    missing = [e for e in evaluators if not any(k.startswith(e.name + "/") for k in report)]
+    if missing:
+        _, params = best.restore_params(abstract_state, best=True)
+        for ev in missing:
+            metrics = evaluate_split(
+                eval_step, exp.model, exp.task, params, _eval_batches(config, ev), mesh
+            )
+            report.update(ev.named(metrics))
+    return report
 
 
 def _close_quietly(ckpt: Checkpointer) -> None:
@@ -600,8 +643,10 @@ def evaluate(
     step: int | None = None,
     best: bool = False,
     overrides: tuple[str, ...] = (),
+    evals: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Restores a checkpoint of `workdir` and evaluates it on the config's eval split.
+    """Restores a checkpoint of `workdir` and runs the config's evaluators on it (`evals`: only
+    those named).
 
     The latest readable checkpoint by default (a newer unreadable one is reported and skipped);
     `step` names one exactly. Evaluation runs in this one process: the `distributed` settings a
@@ -617,9 +662,16 @@ def evaluate(
     shard_lib.initialize_distributed(config.get("distributed", {}))
     exp = build_experiment(config)
     mesh = shard_lib.make_mesh()
-    shard_lib.check_batch_size(
-        config.get("eval_batch_size") or config.batch_size, mesh, key="eval_batch_size"
-    )
+    evaluators = build_evaluators(config, exp.task)
+    unknown = sorted(set(evals) - {e.name for e in evaluators})
+    if unknown:
+        raise config_lib.ConfigError(
+            f"--eval {unknown[0]} is not an evaluator of this run; its evaluators: "
+            f"{', '.join(e.name for e in evaluators)}"
+        )
+    evaluators = [e for e in evaluators if not evals or e.name in evals]
+    for ev in evaluators:
+        shard_lib.check_batch_size(ev.batch_size, mesh, key="eval_batch_size")
     tx, _ = make_optimizer(config.optim, exp.total_steps)
     init_fn = make_init_fn(exp.model, tx, exp.init_inputs())
     abstract_state, state_sharding = _state_shardings(init_fn, mesh)
@@ -636,11 +688,13 @@ def evaluate(
     finally:
         ckpt.close()
     eval_step = make_eval_step(exp.model, exp.task, mesh, state_sharding.params)
-    split = config.data.eval_split
-    metrics = evaluate_split(
-        eval_step, exp.model, exp.task, params, _eval_batches(config, split), mesh
-    )
-    return {"step": int(restored_step), **{f"{split}/{k}": v for k, v in metrics.items()}}
+    result: dict[str, Any] = {"step": int(restored_step)}
+    for ev in evaluators:
+        batches = _eval_batches(config, ev)
+        result.update(
+            ev.named(evaluate_split(eval_step, exp.model, exp.task, params, batches, mesh))
+        )
+    return result
 
 
 def info(config: ml_collections.ConfigDict) -> dict[str, Any]:
