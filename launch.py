@@ -113,6 +113,9 @@ def _load(config_path: str | None, workdir: Path | None, overrides: list[str]):
 
     if config_path is None and workdir is not None and (workdir / "config.json").exists():
         config = config_lib.load_json(workdir / "config.json")
+        # The process layout belongs to an invocation, not to the run: a run trained by several
+        # processes resumes in one unless this command line says otherwise.
+        config_lib.reset_distributed(config)
     else:
         config = config_lib.load_config(config_path or DEFAULT_CONFIG)
     config_lib.apply_overrides(config, overrides)

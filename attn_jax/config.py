@@ -55,7 +55,18 @@ def fill_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
         for key, value in TRAINER_DEFAULTS.items():
             if key not in config:
                 config[key] = value
+        if "distributed" in config and "auto" not in config.distributed:
+            # True: the process layout comes from the cluster (SLURM, TPU pod, Kubernetes).
+            config.distributed.auto = False
     return config
+
+
+def reset_distributed(config: ml_collections.ConfigDict) -> None:
+    """Sets `config.distributed` to one process (what a stored config.json must not decide)."""
+    if "distributed" in config:
+        config.distributed.num_processes = 1
+        config.distributed.process_id = 0
+        config.distributed.auto = False
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -306,6 +317,7 @@ def run_config(
     c.distributed.num_processes = 1
     c.distributed.process_id = 0
     c.distributed.coordinator_address = "127.0.0.1:12355"
+    c.distributed.auto = False  # True: process layout from SLURM / TPU pod / Kubernetes
     return c
 
 

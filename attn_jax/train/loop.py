@@ -655,9 +655,7 @@ def evaluate(
     """
     workdir = Path(workdir)
     config = config_lib.load_json(workdir / "config.json")
-    if "distributed" in config:
-        config.distributed.num_processes = 1
-        config.distributed.process_id = 0
+    config_lib.reset_distributed(config)
     config_lib.apply_overrides(config, overrides)
     shard_lib.initialize_distributed(config.get("distributed", {}))
     exp = build_experiment(config)

@@ -17,13 +17,31 @@ from attn_jax.config import ConfigError
 
 
 def initialize_distributed(dist_cfg: Mapping) -> None:
-    """Joins the multi-process job when the config asks for more than one process."""
-    num = int(dist_cfg.get("num_processes", 1))
-    if num <= 1 or jax.distributed.is_initialized():
+    """Joins the multi-process job when the config asks for more than one process.
+
+    `auto`: the process count, this process's id and the coordinator come from the cluster's
+    environment, as JAX detects them (SLURM, Cloud TPU pods, Kubernetes with the `kubernetes`
+    package, Open MPI), so one command line serves every process of the job.
+    """
+    if jax.distributed.is_initialized():
         return
     # CPU devices of different processes talk over gloo (the default, none, cannot run
     # cross-process collectives); GPUs and TPUs ignore the setting. Probing for an accelerator
     # here would initialize the backends, which must not happen before `initialize`.
+    if dist_cfg.get("auto", False):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        try:
+            jax.distributed.initialize()
+        except (ValueError, RuntimeError) as e:
+            raise ConfigError(
+                "config.distributed.auto found no cluster to join "
+                f"({str(e).splitlines()[0][:120]}); run under srun, on a TPU pod or in a "
+                "Kubernetes job, or give num_processes, process_id and coordinator_address"
+            ) from None
+        return
+    num = int(dist_cfg.get("num_processes", 1))
+    if num <= 1:
+        return
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=dist_cfg["coordinator_address"],

@@ -167,38 +167,47 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_processes(env, workdir: Path, *args: str) -> list[tuple[subprocess.Popen, str, str]]:
+def _two_processes(env, workdir: Path, *args: str, slurm: bool = False) -> list[subprocess.Popen]:
+    """Two `train` processes of one job on loopback, told their ids on the command line, or (with
+    `slurm`) by the environment variables srun sets, with `--config.distributed.auto=true`."""
     port = _free_port()
-    e = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                LAUNCH,
-                "train",
-                "--workdir",
-                str(workdir),
-                *args,
+    procs = []
+    for i in range(2):
+        e = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+        if slurm:
+            job = str(port)  # JAX derives the coordinator port from the job id
+            e.update(
+                SLURM_JOB_ID=job,
+                SLURM_STEP_NODELIST="localhost",
+                SLURM_NTASKS="2",
+                SLURM_PROCID=str(i),
+                SLURM_LOCALID=str(i),
+            )
+            ids = ["--config.distributed.auto=true"]
+        else:
+            ids = [
                 "--config.distributed.num_processes=2",
                 f"--config.distributed.process_id={i}",
                 f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-            ],
-            env=e,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            ]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, LAUNCH, "train", "--workdir", str(workdir), *args, *ids],
+                env=e,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         )
-        for i in range(2)
-    ]
     return procs
 
 
 def test_two_processes_on_loopback_match_one_process(env, tmp_path):
     """Multi-host data parallelism: two processes (gloo collectives over loopback), one device
-    each, read their halves of each global batch and train the same model as one process; a
-    SIGTERM to one of them stops both at the same step with one checkpoint (exit 75), and that
-    checkpoint resumes in a single process."""
+    each, read their halves of each global batch and train the same model as one process; their
+    checkpoint resumes in a single process; and a SIGTERM to one process of a job that found its
+    layout in SLURM's environment stops both at the same step with one checkpoint (exit 75)."""
     launch(["train", "--workdir", str(tmp_path / "p1"), *MOVING], env, devices=2)
     l1 = train_losses(tmp_path / "p1")
     procs = _two_processes(env, tmp_path / "p2", *MOVING, *HALF)
@@ -213,12 +222,12 @@ def test_two_processes_on_loopback_match_one_process(env, tmp_path):
     assert len(l2) == 12
     np.testing.assert_allclose(l2, l1, atol=1e-5, rtol=0)
 
-    # Preempt one process of a long run: both stop at one step, which resumes in one process.
+    # Preempt one process of a long run started as srun starts it: both stop at one step.
     stopped = tmp_path / "p2_stopped"
-    procs = _two_processes(env, stopped, *MOVING, "--config.total_steps=100000")
+    procs = _two_processes(env, stopped, *MOVING, "--config.total_steps=100000", slurm=True)
     deadline = time.time() + 240
     while time.time() < deadline and all(p.poll() is None for p in procs):
-        if len(train_losses(stopped)) >= 3:
+        if (stopped / "metrics.jsonl").exists() and len(train_losses(stopped)) >= 3:
             break
         time.sleep(0.02)
     procs[1].send_signal(signal.SIGTERM)
