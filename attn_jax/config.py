@@ -7,6 +7,7 @@ Every error a user can cause here (a missing file, an unknown key, a value of th
 from __future__ import annotations
 
 import ast
+import copy
 import difflib
 import importlib.util
 import json
@@ -41,6 +42,10 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "on_nonfinite": "stop",  # a non-finite loss or gradient norm: "stop" the run, or "skip" it
     "max_runtime": 0.0,  # seconds of training before a clean stop (checkpoint, exit 75); 0: none
     "allow_changes": "",  # "k1,k2": config keys a resume may change (train/workdir.py)
+    # Parameters and optimizer state: "replicated", "fsdp" (split over the data axis) or
+    # "fsdp_tp" (also tensor parallel over mesh.model devices); see train/sharding.py.
+    "sharding": "replicated",
+    "mesh": {"model": 1},
 }
 NONFINITE_POLICIES = ("stop", "skip")
 
@@ -54,7 +59,7 @@ def fill_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     with config.unlocked():
         for key, value in TRAINER_DEFAULTS.items():
             if key not in config:
-                config[key] = value
+                config[key] = copy.deepcopy(value)
         if "distributed" in config and "auto" not in config.distributed:
             # True: the process layout comes from the cluster (SLURM, TPU pod, Kubernetes).
             config.distributed.auto = False

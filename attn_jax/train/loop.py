@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -107,7 +108,8 @@ def make_init_fn(model, tx, init_inputs):
         params_key, state_key = jax.random.split(key)
         dummy = [jnp.zeros(x.shape, x.dtype) for x in init_inputs]
         variables = model.init({"params": params_key}, *dummy)
-        params = variables["params"]
+        # Logical-axis boxes (tensor parallelism) only decide shardings: the state holds arrays.
+        params = nn.unbox(variables["params"])
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
@@ -239,13 +241,60 @@ def evaluate_split(
 
 
 # -- the loop -------------------------------------------------------------------------------------
-def _state_shardings(init_fn, mesh):
+def _state_shardings(init_fn, mesh, mode: str = "replicated", tp_axes: dict | None = None):
+    """(abstract train state with shardings, the shardings) for `config.sharding` = `mode`.
+
+    `tp_axes` maps parameter paths ("encoder/block00/attention/query/kernel") to their mesh axes
+    from the model's logical axes (`tp_axes_of`); optimizer-state leaves that mirror a parameter
+    (Adam's moments) take its sharding, found by the parameter path their own path ends with.
+    """
     abstract = jax.eval_shape(init_fn, jax.random.key(0))
-    sharding = jax.tree_util.tree_map(lambda _: shard_lib.replicated(mesh), abstract)
+    tp_axes = tp_axes or {}
+    replicated = shard_lib.replicated(mesh)
+
+    def sharding(path, leaf):
+        if mode == "replicated" or not leaf.shape:
+            return replicated
+        name = _path_name(path)
+        parts = name.split("/")
+        tp = next(
+            (tp_axes[k] for k in ("/".join(parts[i:]) for i in range(len(parts))) if k in tp_axes),
+            None,
+        )
+        return NamedSharding(mesh, shard_lib.leaf_spec(leaf.shape, mesh, mode, tp))
+
+    shardings = jax.tree_util.tree_map_with_path(sharding, abstract)
     abstract = jax.tree_util.tree_map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, sharding
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
-    return abstract, sharding
+    return abstract, shardings
+
+
+def _path_name(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def tp_axes_of(model, init_inputs) -> dict[str, tuple]:
+    """{parameter path: mesh axis per dimension} from the model's Flax logical axes (the block
+    family names attention heads and MLP hidden units), through `shard_lib.TP_RULES`."""
+    boxed = jax.eval_shape(
+        lambda k: model.init({"params": k}, *[jnp.zeros(x.shape, x.dtype) for x in init_inputs]),
+        jax.random.key(0),
+    )["params"]
+    specs = nn.get_partition_spec(boxed)
+    out = {}
+    for path, spec in jax.tree_util.tree_flatten_with_path(
+        specs, is_leaf=lambda x: isinstance(x, PartitionSpec)
+    )[0]:
+        if isinstance(spec, PartitionSpec) and any(a is not None for a in spec):
+            out[_path_name(path)] = tuple(nn.logical_to_mesh_axes(spec, shard_lib.TP_RULES))
+    return out
+
+
+def _shardings_for(config, exp, init_fn, mesh):
+    mode = config.get("sharding", "replicated")
+    tp = tp_axes_of(exp.model, exp.init_inputs()) if mode == "fsdp_tp" else None
+    return _state_shardings(init_fn, mesh, mode, tp)
 
 
 def _eval_batches(config, evaluator: Evaluator):
@@ -321,7 +370,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
     config_lib.validate(config)
     workdir = Path(workdir)
     exp = build_experiment(config)
-    mesh = shard_lib.make_mesh()
+    mesh = shard_lib.mesh_from_config(config)
     shard_lib.check_batch_size(config.batch_size, mesh, microbatches=config.get("microbatches", 1))
     if config.get("eval_batch_size"):
         shard_lib.check_batch_size(config.eval_batch_size, mesh, key="eval_batch_size")
@@ -337,7 +386,7 @@ def _train_in(config, workdir: Path, exp: Experiment, mesh) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     tx, schedule = make_optimizer(config.optim, exp.total_steps)
     init_fn = make_init_fn(exp.model, tx, exp.init_inputs())
-    abstract_state, state_sharding = _state_shardings(init_fn, mesh)
+    abstract_state, state_sharding = _shardings_for(config, exp, init_fn, mesh)
     evaluators = build_evaluators(config, exp.task)
     check_target_metric(exp, config, abstract_state.params, evaluators)
     if workdir_lib.has_checkpoints(workdir):
@@ -659,7 +708,7 @@ def evaluate(
     config_lib.apply_overrides(config, overrides)
     shard_lib.initialize_distributed(config.get("distributed", {}))
     exp = build_experiment(config)
-    mesh = shard_lib.make_mesh()
+    mesh = shard_lib.mesh_from_config(config)
     evaluators = build_evaluators(config, exp.task)
     unknown = sorted(set(evals) - {e.name for e in evaluators})
     if unknown:
@@ -672,7 +721,7 @@ def evaluate(
         shard_lib.check_batch_size(ev.batch_size, mesh, key="eval_batch_size")
     tx, _ = make_optimizer(config.optim, exp.total_steps)
     init_fn = make_init_fn(exp.model, tx, exp.init_inputs())
-    abstract_state, state_sharding = _state_shardings(init_fn, mesh)
+    abstract_state, state_sharding = _shardings_for(config, exp, init_fn, mesh)
     ckpt = Checkpointer(
         workdir,
         read_only=True,

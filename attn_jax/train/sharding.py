@@ -1,8 +1,16 @@
-"""Device mesh and shardings: data parallel over every device of every process, no pmap.
+"""Device mesh and shardings, no pmap: a `data` x `model` mesh over every device of every
+process (`config.mesh.model` devices on the model axis, the rest on data).
 
-The batch is sharded on the `data` axis; parameters and optimizer state are replicated. Each process
-feeds its own slice of the global batch and `jax.make_array_from_process_local_data` assembles the
-global array, so the same code runs on one CPU, N forced host devices or many hosts.
+The batch is sharded on the `data` axis. Parameters and optimizer state (`config.sharding`):
+- "replicated": a full copy on every device (plain data parallelism);
+- "fsdp": each large leaf is split over the `data` axis along its largest dimension that the axis
+  size divides (ZeRO-3 / FSDP: XLA gathers a weight where it is used and reduce-scatters its
+  gradient), so a device holds about 1/data of the train state;
+- "fsdp_tp": as fsdp, after tensor parallelism over the `model` axis along the dimensions that
+  the model names through Flax's logical axes (attention heads and MLP hidden units, the
+  Megatron column/row split).
+Each process feeds its own slice of the global batch and `jax.make_array_from_process_local_data`
+assembles the global array, so the same code runs on one CPU, N forced host devices or many hosts.
 """
 
 from __future__ import annotations
@@ -50,9 +58,64 @@ def initialize_distributed(dist_cfg: Mapping) -> None:
     )
 
 
-def make_mesh() -> Mesh:
-    """A 1-D mesh named `data` over all devices of all processes."""
-    return Mesh(np.asarray(jax.devices()), ("data",))
+SHARDINGS = ("replicated", "fsdp", "fsdp_tp")
+# Leaves smaller than this stay replicated under fsdp: gathering a bias costs more than it saves.
+FSDP_MIN_SIZE = 2**12
+# Flax logical axis names of the transformer blocks -> mesh axes, for fsdp_tp.
+TP_RULES = (("heads", "model"), ("mlp", "model"))
+
+
+def make_mesh(model: int = 1) -> Mesh:
+    """A `data` x `model` mesh over all devices of all processes (`model` on the second axis)."""
+    devices = np.asarray(jax.devices())
+    if model < 1 or devices.size % model:
+        raise ConfigError(
+            f"config.mesh.model={model} does not divide the {devices.size} devices; use a "
+            "divisor of the device count"
+        )
+    return Mesh(devices.reshape(-1, model), ("data", "model"))
+
+
+def mesh_from_config(config: Mapping) -> Mesh:
+    mode = config.get("sharding", "replicated")
+    if mode not in SHARDINGS:
+        raise ConfigError(f"config.sharding must be one of {', '.join(SHARDINGS)}; got {mode!r}")
+    model = int((config.get("mesh") or {}).get("model", 1))
+    if model > 1 and mode != "fsdp_tp":
+        raise ConfigError(
+            f"config.mesh.model={model} needs config.sharding=fsdp_tp (the model axis carries "
+            "tensor parallelism)"
+        )
+    return make_mesh(model)
+
+
+def _fsdp_dim(shape: tuple[int, ...], size: int, taken: list) -> int | None:
+    """The largest free dimension of `shape` that `size` divides (ties: the later one)."""
+    best = None
+    for d, n in enumerate(shape):
+        if taken[d] is None and n % size == 0 and (best is None or n >= shape[best]):
+            best = d
+    return best
+
+
+def leaf_spec(
+    shape: tuple[int, ...], mesh: Mesh, mode: str, tp: tuple | None = None
+) -> PartitionSpec:
+    """The PartitionSpec of one parameter-shaped leaf under `mode`.
+
+    `tp` is the leaf's mesh-axis spec from its logical axes (None entries where not split).
+    """
+    spec: list = [None] * len(shape)
+    if mode == "fsdp_tp" and tp is not None:
+        for d, axis in enumerate(tp[: len(shape)]):
+            if axis is not None and shape[d] % mesh.shape[axis] == 0:
+                spec[d] = axis
+    data = mesh.shape["data"]
+    if mode in ("fsdp", "fsdp_tp") and data > 1 and int(np.prod(shape)) >= FSDP_MIN_SIZE:
+        d = _fsdp_dim(shape, data, spec)
+        if d is not None:
+            spec[d] = "data"
+    return PartitionSpec(*spec)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

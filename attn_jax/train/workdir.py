@@ -41,6 +41,8 @@ BENIGN_KEYS = (
     "eval_batch_size",
     "plots",
     "distributed",
+    "sharding",  # the same model on another layout (numerically equal up to summation order)
+    "mesh",
     "max_runtime",
     "on_nonfinite",
     "allow_changes",
