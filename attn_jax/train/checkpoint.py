@@ -150,7 +150,11 @@ class Checkpointer:
                 read_only=read_only,
                 cleanup_tmp_directories=not read_only,
             ),
-            item_handlers={"params": ocp.StandardCheckpointHandler()},
+            item_handlers={
+                "params": ocp.StandardCheckpointHandler(),
+                # The model's other collections (BatchNorm statistics), where it has any.
+                "model_state": ocp.StandardCheckpointHandler(),
+            },
         )
 
     # -- saving ----------------------------------------------------------------------------------
@@ -163,8 +167,9 @@ class Checkpointer:
             force=force,
         )
 
-    def save_best(self, step: int, params, metrics: dict[str, float]) -> bool:
-        """Keeps `params` if `metrics[target_metric]` beats the kept best; False if not written.
+    def save_best(self, step: int, params, metrics: dict[str, float], model_state=None) -> bool:
+        """Keeps `params` (and the model's other collections) if `metrics[target_metric]` beats
+        the kept best; False if not written.
 
         A non-finite value is never written: it would rank last anyway, and the checkpoint it
         belongs to holds the weights of a diverged run.
@@ -175,11 +180,10 @@ class Checkpointer:
         if step in self.best.all_steps():
             return False
         finite = {k: float(v) for k, v in metrics.items() if _finite(v)}
-        return bool(
-            self.best.save(
-                step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)), metrics=finite
-            )
-        )
+        items = {"params": ocp.args.StandardSave(params)}
+        if model_state:
+            items["model_state"] = ocp.args.StandardSave(model_state)
+        return bool(self.best.save(step, args=ocp.args.Composite(**items), metrics=finite))
 
     def move_aside_stale_best(self) -> list[int]:
         """At a fresh start: best checkpoints of an earlier run in this workdir (whose latest
@@ -296,16 +300,30 @@ class Checkpointer:
         best: bool = False,
         report: Callable[[str], None] = print,
     ):
-        """Parameters for evaluation: from the best checkpoint, a given step, or the latest
-        readable one (unreadable newer steps are reported through `report` and skipped)."""
+        """(step, parameters) for evaluation; see `restore_variables`."""
+        step, params, _ = self.restore_variables(
+            abstract_state, step=step, best=best, report=report
+        )
+        return step, params
+
+    def restore_variables(
+        self,
+        abstract_state,
+        *,
+        step: int | None = None,
+        best: bool = False,
+        report: Callable[[str], None] = print,
+    ):
+        """(step, params, model_state) for evaluation: from the best checkpoint, a given step, or
+        the latest readable one (unreadable newer steps are reported through `report` and
+        skipped). `model_state` is the model's other collections (BatchNorm statistics)."""
         if best:
             step = self.best_step()
             if step is None:
                 raise CheckpointError(
                     f"no best checkpoint in {self.root}/best; it is written at each evaluation"
                 )
-            abstract = abstract_state.params
-            return step, self._restore_item(self.best, step, "params", abstract)
+            return (step, *self._restore_best(step, abstract_state))
         if step is None:
             if self.latest_step() is None:
                 raise CheckpointError(f"no checkpoint in {self.root}/latest; train first")
@@ -315,16 +333,21 @@ class Checkpointer:
                     f"no checkpoint in {self.root}/latest can be read; train again in a new "
                     "--workdir, or pass --step for a kept best checkpoint"
                 )
-            return found[0], found[1].params
+            return found[0], found[1].params, found[1].model_state
         if step in self.latest.all_steps():
-            state = self._restore_item(
-                self.latest, step, "state", abstract_state, params_of=lambda t: _get(t, "params")
-            )
-            return step, state.params
+            state = self._restore_item(self.latest, step, "state", abstract_state)
+            return step, state.params, state.model_state
         if step in self.best.all_steps():
-            return step, self._restore_item(self.best, step, "params", abstract_state.params)
+            return (step, *self._restore_best(step, abstract_state))
         kept = sorted(set(self.latest.all_steps()) | set(self.best.all_steps()))
         raise CheckpointError(f"no checkpoint at step {step} in {self.root}; kept steps: {kept}")
+
+    def _restore_best(self, step: int, abstract_state):
+        params = self._restore_item(self.best, step, "params", abstract_state.params)
+        model_state = abstract_state.model_state
+        if jax.tree_util.tree_leaves(model_state):
+            model_state = self._restore_item(self.best, step, "model_state", model_state)
+        return params, model_state
 
 
 def _finite(v) -> bool:

@@ -39,7 +39,7 @@ from attn_jax.train.metric_writers import MetricWriter, read_metrics
 from attn_jax.train.optim import make_optimizer
 from attn_jax.train.plots import plot_curves
 from attn_jax.train.preemption import StopRequest
-from attn_jax.train.state import TrainState
+from attn_jax.train.state import TrainState, bind_state
 
 
 class RunStopped(Exception):
@@ -109,12 +109,14 @@ def make_init_fn(model, tx, init_inputs):
         dummy = [jnp.zeros(x.shape, x.dtype) for x in init_inputs]
         variables = model.init({"params": params_key}, *dummy)
         # Logical-axis boxes (tensor parallelism) only decide shardings: the state holds arrays.
-        params = nn.unbox(variables["params"])
+        variables = nn.unbox(dict(variables))
+        params = variables.pop("params")
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
             opt_state=tx.init(params),
             rng=jax.random.key_data(state_key),
+            model_state=variables,  # batch_stats and the like; {} for most models
         )
 
     return init
@@ -128,12 +130,16 @@ def make_train_step(model, task, tx, schedule, mesh, state_sharding, *, microbat
     On CPUs it is also faster once the activations outgrow the cache (benchmarks/README.md).
     """
 
-    def grads_and_metrics(params, batch, key):
-        def loss_fn(params):
-            return task.loss(model, params, batch, key, train=True)
+    def grads_and_metrics(params, model_state, batch, key):
+        """(grads, metrics, the model state after this batch)."""
 
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        return grads, metrics
+        def loss_fn(params):
+            bound = bind_state(model, model_state, mutable=True)
+            loss, metrics = task.loss(bound, params, batch, key, train=True)
+            return loss, (metrics, {**model_state, **(getattr(bound, "updates", None) or {})})
+
+        (_, (metrics, new_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return grads, metrics, new_state
 
     def split(x):
         # [B, ...] -> [k, B/k, ...] taking every k-th example, so that each device keeps its own
@@ -145,19 +151,30 @@ def make_train_step(model, task, tx, schedule, mesh, state_sharding, *, microbat
     def train_step(state: TrainState, batch: dict[str, jax.Array]):
         dropout_key = jax.random.fold_in(state.key, state.step)
         if microbatches == 1:
-            grads, metrics = grads_and_metrics(state.params, batch, dropout_key)
+            grads, metrics, model_state = grads_and_metrics(
+                state.params, state.model_state, batch, dropout_key
+            )
         else:
             micro = {k: split(v) for k, v in batch.items()}
 
             def body(carry, inputs):
+                # Statistics (BatchNorm) advance micro-batch by micro-batch, as k small steps
+                # would; gradients and metrics are summed for the one update.
                 i, part = inputs
-                g, m = grads_and_metrics(state.params, part, jax.random.fold_in(dropout_key, i))
-                return jax.tree_util.tree_map(jnp.add, carry, (g, m)), None
+                sums, ms = carry
+                g, m, ms = grads_and_metrics(
+                    state.params, ms, part, jax.random.fold_in(dropout_key, i)
+                )
+                return (jax.tree_util.tree_map(jnp.add, sums, (g, m)), ms), None
 
             first = jax.tree_util.tree_map(lambda x: x[0], micro)
-            shapes = jax.eval_shape(grads_and_metrics, state.params, first, dropout_key)
+            shapes = jax.eval_shape(
+                grads_and_metrics, state.params, state.model_state, first, dropout_key
+            )[:2]
             zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-            sums, _ = jax.lax.scan(body, zeros, (jnp.arange(microbatches), micro))
+            (sums, model_state), _ = jax.lax.scan(
+                body, (zeros, state.model_state), (jnp.arange(microbatches), micro)
+            )
             grads, metrics = jax.tree_util.tree_map(lambda x: x / microbatches, sums)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -171,13 +188,16 @@ def make_train_step(model, task, tx, schedule, mesh, state_sharding, *, microbat
             jax.tree_util.tree_map, lambda new, old: jnp.where(finite, new, old)
         )
         params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+        model_state = keep(model_state, state.model_state)
         metrics = dict(
             metrics,
             grad_norm=grad_norm,
             lr=schedule(state.step),
             nonfinite_step=1.0 - finite.astype(jnp.float32),
         )
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        new_state = state.replace(
+            step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state
+        )
         return new_state, metrics
 
     return jax.jit(
@@ -192,9 +212,10 @@ def _evaluates_on_host(task) -> bool:
     return hasattr(task, "eval_outputs") and hasattr(task, "finalize_outputs")
 
 
-def make_eval_step(model, task, mesh, params_sharding):
-    """step(params, batch, sums) -> sums + the batch's `task.eval_sums`.
+def make_eval_step(model, task, mesh, params_sharding, model_state_sharding=None):
+    """step(params, model_state, batch, sums) -> sums + the batch's `task.eval_sums`.
 
+    `model_state` holds the model's other collections (BatchNorm statistics), read-only here.
     A task whose metrics need every prediction on the host (COCO AP) also defines
     `eval_outputs(model, params, batch) -> dict of arrays` and `finalize_outputs(outputs, sums)`;
     the step then returns (sums, outputs), the outputs replicated so that every process holds
@@ -202,38 +223,53 @@ def make_eval_step(model, task, mesh, params_sharding):
     """
     host = _evaluates_on_host(task)
 
-    def eval_step(params, batch, sums):
-        new = task.eval_sums(model, params, batch)
+    def eval_step(params, model_state, batch, sums):
+        bound = bind_state(model, model_state, mutable=False)
+        new = task.eval_sums(bound, params, batch)
         sums = jax.tree_util.tree_map(jnp.add, sums, new)
-        return (sums, task.eval_outputs(model, params, batch)) if host else sums
+        return (sums, task.eval_outputs(bound, params, batch)) if host else sums
 
+    replicated = shard_lib.replicated(mesh)
     return jax.jit(
         eval_step,
-        in_shardings=(params_sharding, shard_lib.batch_sharding(mesh), shard_lib.replicated(mesh)),
-        out_shardings=shard_lib.replicated(mesh),
-        donate_argnums=(2,),
+        in_shardings=(
+            params_sharding,
+            replicated if model_state_sharding is None else model_state_sharding,
+            shard_lib.batch_sharding(mesh),
+            replicated,
+        ),
+        out_shardings=replicated,
+        donate_argnums=(3,),
     )
 
 
 def evaluate_split(
-    eval_step, model, task, params, batches: Iterator[Mapping[str, np.ndarray]], mesh
+    eval_step,
+    model,
+    task,
+    params,
+    batches: Iterator[Mapping[str, np.ndarray]],
+    mesh,
+    model_state: Any = None,
 ):
     """One full pass; sums (and host outputs) stay on the device until the end."""
     host = _evaluates_on_host(task)
+    model_state = model_state if model_state is not None else {}
+    bound = bind_state(model, model_state, mutable=False)
     sums, outputs = None, []
     for batch in batches:
         batch = shard_lib.to_global(batch, shard_lib.batch_sharding(mesh))
         if sums is None:
-            zeros = jax.eval_shape(lambda p, b: task.eval_sums(model, p, b), params, batch)
+            zeros = jax.eval_shape(lambda p, b: task.eval_sums(bound, p, b), params, batch)
             sums = jax.device_put(
                 jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), zeros),
                 shard_lib.replicated(mesh),
             )
         if host:
-            sums, out = eval_step(params, batch, sums)
+            sums, out = eval_step(params, model_state, batch, sums)
             outputs.append(out)
         else:
-            sums = eval_step(params, batch, sums)
+            sums = eval_step(params, model_state, batch, sums)
     if host:
         # Padded examples (mask False) are still in the outputs: finalize_outputs drops them.
         return task.finalize_outputs(jax.device_get(outputs), jax.device_get(sums))
@@ -316,7 +352,7 @@ def _state_bytes(abstract_state) -> int:
     )
 
 
-def _reported_metrics(exp: Experiment, config, abstract_params) -> set[str] | None:
+def _reported_metrics(exp: Experiment, config, abstract_state) -> set[str] | None:
     """The metric names (without the split) that an evaluation of `exp` reports; None when the
     task cannot tell without running (its sums do not finalize from zeros)."""
     spec = exp.spec.element_spec
@@ -325,7 +361,10 @@ def _reported_metrics(exp: Experiment, config, abstract_params) -> set[str] | No
     batch["mask"] = jax.ShapeDtypeStruct((b,), jnp.bool_)
     try:
         sums = jax.eval_shape(
-            lambda p, x: exp.task.eval_sums(exp.model, p, x), abstract_params, batch
+            lambda p, ms, x: exp.task.eval_sums(bind_state(exp.model, ms, mutable=False), p, x),
+            abstract_state.params,
+            abstract_state.model_state,
+            batch,
         )
         zeros = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), sums)
         names = set(exp.task.finalize(zeros))
@@ -334,12 +373,12 @@ def _reported_metrics(exp: Experiment, config, abstract_params) -> set[str] | No
     return names | set(getattr(exp.task, "host_metric_names", ()))
 
 
-def check_target_metric(exp: Experiment, config, abstract_params, evaluators) -> None:
+def check_target_metric(exp: Experiment, config, abstract_state, evaluators) -> None:
     """A target_metric that evaluation will not report is a config error before any training
     (it would leave the best checkpoint unwritten and the sweep rankings arbitrary)."""
     target = config.target_metric
     owner = target_evaluator(evaluators, target)
-    names = _reported_metrics(exp, config, abstract_params)
+    names = _reported_metrics(exp, config, abstract_state)
     if names is None and owner is not None:
         return
     names = names or set()
@@ -388,7 +427,7 @@ def _train_in(config, workdir: Path, exp: Experiment, mesh) -> dict[str, Any]:
     init_fn = make_init_fn(exp.model, tx, exp.init_inputs())
     abstract_state, state_sharding = _shardings_for(config, exp, init_fn, mesh)
     evaluators = build_evaluators(config, exp.task)
-    check_target_metric(exp, config, abstract_state.params, evaluators)
+    check_target_metric(exp, config, abstract_state, evaluators)
     if workdir_lib.has_checkpoints(workdir):
         stored = workdir_lib.read_stored_config(workdir)
         if stored is not None:
@@ -460,7 +499,9 @@ def _train_in(config, workdir: Path, exp: Experiment, mesh) -> dict[str, Any]:
         state_sharding,
         microbatches=config.get("microbatches", 1),
     )
-    eval_step = make_eval_step(exp.model, exp.task, mesh, state_sharding.params)
+    eval_step = make_eval_step(
+        exp.model, exp.task, mesh, state_sharding.params, state_sharding.model_state
+    )
     bsharding = shard_lib.batch_sharding(mesh)
     skip_nonfinite = config.get("on_nonfinite", "stop") == "skip"
 
@@ -490,14 +531,20 @@ def _train_in(config, workdir: Path, exp: Experiment, mesh) -> dict[str, Any]:
         for ev in evaluators:
             if every or ev.due(step, exp.total_steps):
                 metrics = evaluate_split(
-                    eval_step, exp.model, exp.task, state.params, _eval_batches(config, ev), mesh
+                    eval_step,
+                    exp.model,
+                    exp.task,
+                    state.params,
+                    _eval_batches(config, ev),
+                    mesh,
+                    state.model_state,
                 )
                 writer.write(step, ev.name, metrics)
                 named.update(ev.named(metrics))
         if named:
             history.setdefault(step, {}).update(named)
             last_eval.update(named)
-            ckpt.save_best(step, state.params, named)
+            ckpt.save_best(step, state.params, named, state.model_state)
         return named
 
     def stopped(message: str, exit_code: int, step: int) -> RunStopped:
@@ -636,10 +683,10 @@ def _best_report(step, history, evaluators, best, abstract_state, exp, config, e
     report = {"step": step, **history.get(step, {})}
     missing = [e for e in evaluators if not any(k.startswith(e.name + "/") for k in report)]
     if missing:
-        _, params = best.restore_params(abstract_state, best=True)
+        _, params, model_state = best.restore_variables(abstract_state, best=True)
         for ev in missing:
             metrics = evaluate_split(
-                eval_step, exp.model, exp.task, params, _eval_batches(config, ev), mesh
+                eval_step, exp.model, exp.task, params, _eval_batches(config, ev), mesh, model_state
             )
             report.update(ev.named(metrics))
     return report
@@ -729,17 +776,21 @@ def evaluate(
         target_mode=config.get("target_mode", "max"),
     )
     try:
-        restored_step, params = ckpt.restore_params(
+        restored_step, params, model_state = ckpt.restore_variables(
             abstract_state, step=step, best=best, report=_log
         )
     finally:
         ckpt.close()
-    eval_step = make_eval_step(exp.model, exp.task, mesh, state_sharding.params)
+    eval_step = make_eval_step(
+        exp.model, exp.task, mesh, state_sharding.params, state_sharding.model_state
+    )
     result: dict[str, Any] = {"step": int(restored_step)}
     for ev in evaluators:
         batches = _eval_batches(config, ev)
         result.update(
-            ev.named(evaluate_split(eval_step, exp.model, exp.task, params, batches, mesh))
+            ev.named(
+                evaluate_split(eval_step, exp.model, exp.task, params, batches, mesh, model_state)
+            )
         )
     return result
 
