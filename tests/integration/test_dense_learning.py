@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jax
 import pytest
 
 from attn_jax import config as config_lib
@@ -53,21 +54,22 @@ def test_short_setr_run_segments_the_digits(tmp_path, data_dir):
     assert (workdir / "plots" / "segmentation_overlays.png").stat().st_size > 5_000
 
 
-def test_short_detr_run_moves_boxes_toward_the_digits(train_run, data_dir):
-    # In a subprocess on one device: with 4 host devices forced on 2 cores, the Hungarian
-    # matching's host callback can be starved past XLA:CPU's 40 s all-reduce rendezvous timeout.
-    workdir, result = train_run(
-        "--config",
-        str(ROOT / "experiments" / "detr_digits.py"),
-        f"--config.data.data_dir={data_dir}",
+def test_short_detr_run_moves_boxes_toward_the_digits(tmp_path, data_dir):
+    # On the four host devices of tests/conftest.py: matching runs on each device, so no device
+    # waits for another's host callback (which could starve past XLA:CPU's rendezvous timeout).
+    config = _config(
+        data_dir,
+        "detr_digits",
         "--config.total_steps=100",
         "--config.eval_every=100",
         "--config.log_every=10",
         "--config.batch_size=32",
         "--config.optim.lr=1e-3",
         "--config.optim.warmup_steps=20",
-        timeout=600,
     )
+    assert jax.device_count() == 4  # the trainer's mesh spans them all
+    workdir = tmp_path / "run"
+    result = loop.train(config, workdir)
     records = _train_records(workdir)
     first, last = records[0], records[-1]
     # The matched losses fall: boxes move toward their targets (L1 and GIoU) and the set loss drops.

@@ -1,11 +1,14 @@
-"""DETR's set prediction (Carion et al. 2020): the Hungarian matcher against brute force, the set
-loss's normalizations and invariances (FAITHFULNESS.md sec. 10), the same loss on one device and
-on four, COCO evaluation through the trainer's host-side hook, and a short learning run."""
+"""DETR's set prediction (Carion et al. 2020): the on-device Hungarian matcher against scipy and
+brute force (ties, NaN and inf, padding, more targets than queries), free of host callbacks and
+sharing one integer across devices, the set loss's normalizations and invariances
+(FAITHFULNESS.md sec. 10), the same losses on one device and on four (10 steps of a small DETR),
+COCO evaluation through the trainer's host-side hook, and a short learning run."""
 
 from __future__ import annotations
 
 import itertools
 import math
+import re
 import types
 
 import flax.linen as nn
@@ -14,9 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from scipy.optimize import linear_sum_assignment
 
 from attn_jax import boxes as box_ops
+from attn_jax.models import build_model
 from attn_jax.tasks import build_task
 from attn_jax.tasks.detection import Detection, hungarian_match, postprocess
 from attn_jax.train import loop
@@ -105,6 +110,95 @@ def test_hungarian_match_is_the_brute_force_minimum_and_batched_equals_single():
             for perm in itertools.permutations(range(cost.shape[1]), len(targets))
         )
         np.testing.assert_allclose(cost[i, chosen, targets].sum(), best, rtol=1e-6)
+
+
+# What the host matcher (scipy through a callback) put in place of NaN and +-inf costs.
+_STAND_IN = 1e8
+
+
+def _host_costs(cost):
+    return np.nan_to_num(
+        np.asarray(cost, np.float64), nan=_STAND_IN, posinf=_STAND_IN, neginf=-_STAND_IN
+    )
+
+
+def _hard_costs(b, q, n, seed):
+    """[b, q, n] costs and [b, n] validity: uniform, tied (integers 0..2), all equal, and with NaN,
+    +inf and -inf (one image has a target whose costs are all NaN); every number of valid
+    targets from none to all of them."""
+    rng = np.random.default_rng(seed)
+    kind = np.arange(b) % 4
+    cost = rng.uniform(-1, 3, (b, q, n))
+    cost[kind == 1] = rng.integers(0, 3, (int((kind == 1).sum()), q, n))
+    cost[kind == 2] = 0.7
+    special = (kind == 3)[:, None, None] & (rng.uniform(size=(b, q, n)) < 0.3)
+    cost[special] = rng.choice([np.nan, np.inf, -np.inf], int(special.sum()))
+    cost[3, :, 0] = np.nan
+    valid = np.arange(n)[None] < (np.arange(b) % (n + 1))[:, None]  # 0..n valid targets
+    valid = np.take_along_axis(valid, np.argsort(rng.uniform(size=(b, n)), 1), 1)  # scattered
+    valid[3, 0] = True
+    return cost.astype(np.float32), valid
+
+
+def _brute_force_minimum(cost, targets):
+    """The least total over every assignment of min(len(targets), Q) targets to distinct queries."""
+    q = cost.shape[0]
+    if len(targets) <= q:
+        choices = ((a, targets) for a in itertools.permutations(range(q), len(targets)))
+    else:
+        choices = ((range(q), t) for t in itertools.permutations(targets, q))
+    return min(sum(cost[a, t] for a, t in zip(*pair, strict=True)) for pair in choices)
+
+
+def _check_minimal(cost, valid, matched):
+    """Asserts that each image's real targets, as many as there are queries, get distinct queries
+    and padded ones -1, at scipy's minimum total cost and the brute-force minimum."""
+    q = cost.shape[1]
+    host = _host_costs(cost)
+    for i in range(len(cost)):
+        targets = np.flatnonzero(valid[i])
+        assert np.all(matched[i][~valid[i]] == -1), (i, matched[i])
+        kept = targets[matched[i][targets] >= 0]
+        queries = matched[i][kept]
+        assert len(kept) == min(len(targets), q) and len(set(queries.tolist())) == len(kept)
+        total = host[i, queries, kept].sum()
+        rows, cols = linear_sum_assignment(host[i][:, targets])
+        np.testing.assert_allclose(total, host[i][:, targets][rows, cols].sum(), rtol=0, atol=1e-4)
+        brute = _brute_force_minimum(host[i], targets)
+        np.testing.assert_allclose(total, brute, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("q, n", [(5, 5), (3, 5)], ids=["targets<=queries", "targets>queries"])
+def test_hungarian_match_equals_scipy_on_ties_inf_nan_and_padding(q, n):
+    cost, valid = _hard_costs(64, q, n, seed=q)
+    _check_minimal(cost, valid, np.asarray(hungarian_match(cost, valid)))
+
+
+def test_hungarian_match_without_target_slots_is_empty():
+    matched = hungarian_match(np.zeros((3, 4, 0), np.float32), np.zeros((3, 0), bool))
+    assert matched.shape == (3, 0) and matched.dtype == jnp.int32
+
+
+def test_matching_runs_on_each_device_alone():
+    """Split over four devices, the matcher calls no host callback and shares one integer (the
+    batch's last real target slot, which bounds its loops), and gives the one-device result; it
+    also runs per shard inside shard_map."""
+    cost, valid = _hard_costs(64, 5, 5, seed=5)  # the shape of the test above: compiled once
+    mesh = Mesh(np.asarray(jax.devices()[:4]), ("data",))
+    split = NamedSharding(mesh, PartitionSpec("data"))
+    args = jax.device_put((cost, valid), split)
+    compiled = jax.jit(hungarian_match, out_shardings=split).lower(*args).compile()
+    hlo = compiled.as_text()
+    assert "custom-call" not in hlo
+    collective = r"= (\S+) (all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter)\("
+    shared = [m.groups() for m in re.finditer(collective, hlo)]
+    assert shared == [("s32[]", "all-reduce")], shared
+    expected = np.asarray(hungarian_match(cost, valid))
+    np.testing.assert_array_equal(compiled(*args), expected)
+    per_shard = jax.shard_map(
+        hungarian_match, mesh=mesh, in_specs=PartitionSpec("data"), out_specs=PartitionSpec("data")
+    )
+    np.testing.assert_array_equal(jax.jit(per_shard)(*args), expected)
 
 
 # -- the set loss ---------------------------------------------------------------------------------
@@ -249,6 +343,86 @@ def test_jitted_train_step_on_four_devices_matches_one(setup):
     assert one["loss_bbox"] > 0 and one["grad_norm"] > 0
     for key in ("loss", "loss_ce", "loss_bbox", "loss_giou", "accuracy", "grad_norm"):
         np.testing.assert_allclose(four[key], one[key], rtol=2e-5, err_msg=key)
+
+
+# A small DETR on the 8 x 8 images: a ResNet stem of width 8 and one stride-2 basic block (a 4 x 4
+# map), one encoder and two decoder layers of width 16. No dropout: its random bits are the same on
+# any number of devices (tests/train/test_loop.py), and they would double the compile time.
+SMALL_DETR = dict(
+    name="detr",
+    num_classes=K,
+    num_queries=Q,
+    d_model=16,
+    num_heads=2,
+    d_ff=32,
+    num_encoder_layers=1,
+    num_decoder_layers=2,
+    dropout_rate=0.0,
+    backbone="resnet18",
+    backbone_stage_sizes=(1,),
+    backbone_width=8,
+    backbone_stem="small",
+    backbone_norm="group",
+    backbone_norm_groups=4,
+)
+
+
+def _host_params(model, inputs, seed=0):
+    """Parameters drawn on the host: unit scales, zero biases, other weights N(0, 1 / fan_in).
+    Compiling `model.init` would take a fifth of this test."""
+    abstract = jax.eval_shape(model.init, jax.random.key(0), *inputs)["params"]
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = path[-1].key
+        if name in ("scale", "bias"):
+            return np.full(leaf.shape, 1.0 if name == "scale" else 0.0, leaf.dtype)
+        fan_in = math.prod(leaf.shape[:-1]) or 1
+        return (rng.standard_normal(leaf.shape) / math.sqrt(fan_in)).astype(leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, abstract)
+
+
+def _detr_history(devices, model, task, tx, schedule, state, steps):
+    mesh = Mesh(np.asarray(jax.devices()[:devices]), ("data",))
+    sharding = jax.tree_util.tree_map(lambda _: shard_lib.replicated(mesh), state)
+    step = loop.make_train_step(model, task, tx, schedule, mesh, sharding)
+    state = jax.device_put(state, sharding)
+    history = []
+    for i in range(steps):
+        batch = shard_lib.to_global(_batch(b=8, seed=100 + i), shard_lib.batch_sharding(mesh))
+        state, metrics = step(state, batch)
+        history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+    return history
+
+
+def test_ten_detr_steps_on_four_devices_match_one():
+    """Each device matches its own images: the per-step losses of a DETR on four devices are
+    those on one, with a fresh batch (and a fresh matching) every step."""
+    steps = 10
+    model = build_model(SMALL_DETR)
+    task = build_task({"name": "detection"}, num_classes=K)
+    # Plain SGD: Adam would turn summation-order noise in near-zero gradients into lr-sized steps.
+    tx, schedule = make_optimizer(
+        {"name": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant"},
+        steps,
+    )
+    spec = types.SimpleNamespace(image_shape=(HW, HW, 3))
+    params = _host_params(model, task.init_inputs(spec))
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        rng=jax.random.key_data(jax.random.key(0)),
+    )
+    state = jax.device_get(state)  # host copies: each run's steps donate their own
+    args = (model, task, tx, schedule, state, steps)
+    one, four = _detr_history(1, *args), _detr_history(4, *args)
+    assert all(m["loss_bbox"] > 0 for m in one) and one[-1]["loss"] != one[0]["loss"]
+    for key in ("loss", "loss_ce", "loss_bbox", "loss_giou", "grad_norm"):
+        np.testing.assert_allclose(
+            [m[key] for m in four], [m[key] for m in one], rtol=1e-5, err_msg=key
+        )
 
 
 # -- evaluation -----------------------------------------------------------------------------------
