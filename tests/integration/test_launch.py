@@ -289,19 +289,22 @@ def test_unknown_key_stops_before_any_work(env, tmp_path):
 def test_checkpoint_that_does_not_fit_names_the_parameter(trained, env, tmp_path):
     workdir = tmp_path / "copy"
     shutil.copytree(trained[0], workdir)
-    proc = launch(
-        [
-            "train",
-            "--workdir",
-            str(workdir),
-            "--config",
-            "experiments/vit_digits.py",
-            *TINY,
-            "--config.model.hidden_size=48",
-        ],
-        env,
-        check=False,
-    )
+    command = [
+        "train",
+        "--workdir",
+        str(workdir),
+        "--config",
+        "experiments/vit_digits.py",
+        *TINY,
+        "--config.model.hidden_size=48",
+    ]
+    # A changed model is first refused as a config change, naming the key and the way past it...
+    proc = launch(command, env, check=False)
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "model.hidden_size" in line and "allow_changes" in line
+    # ...and when the change is allowed, the checkpoint that cannot hold it names the parameter.
+    proc = launch([*command, "--config.allow_changes=model.hidden_size"], env, check=False)
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()[-1]
     assert "does not fit the config" in line and "(32,)" in line and "(48,)" in line
@@ -315,10 +318,15 @@ def test_corrupt_checkpoint_gives_one_line(trained, env, tmp_path):
     for f in (workdir / "checkpoints" / "latest" / "30" / "state").rglob("*"):
         if f.is_file():
             f.write_bytes(b"garbage")
-    proc = launch(["eval", "--workdir", str(workdir)], env, check=False)
+    # Named, the unreadable step is an error of one line that says what to do.
+    proc = launch(["eval", "--workdir", str(workdir), "--step", "30"], env, check=False)
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("error: checkpoint") and "30" in line and "delete" in line
+    # Not named, evaluation says so and falls back to the newest readable step.
+    proc = launch(["eval", "--workdir", str(workdir)], env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "30" in proc.stderr and "falling back" in proc.stderr
 
 
 def test_missing_catalog_dataset_names_it_and_the_fix(env, tmp_path):
