@@ -1,23 +1,32 @@
 #!/usr/bin/env python
 """Times the project's own train step (the one `launch.py train` compiles) on a synthetic batch.
 
-Same protocol and JSON fields as the peer benchmarks in ../shared/bench (benchutil.report), so the
-rows can be put side by side: a fixed batch resident on the device, `--warmup` untimed steps
-(compilation included), then `--steps` steps timed one by one, each synchronised by fetching the
-loss, reporting the median. Optimizer as the peers: AdamW lr 1e-3, weight decay 1e-4, constant.
+Same protocol and JSON fields as the peer benchmarks in ../shared/bench (benchutil.report), so that
+`benchmarks/compare.py` can run ours and theirs side by side: a fixed batch resident on the device,
+`--warmup` untimed steps (compilation included), then `--steps` steps timed one by one, each
+synchronised by fetching the loss, reporting the median. The model, batch and optimizer are the
+peers' (below); the step itself is `train/loop.py`'s `make_train_step`: jitted with shardings,
+state donated, dropout keys from `fold_in(key, step)`, loss, accuracy and gradient norm in it.
 
   python benchmarks/train_step.py --model m1          # textbook Keras ViT, CIFAR-10 size, batch 128
   python benchmarks/train_step.py --model m2          # ViT-Ti/16 at 224, 1000 classes, batch 32
-  python benchmarks/train_step.py --model m1 --peers ../shared/bench/results   # adds a table
+  python benchmarks/train_step.py --model m3          # Swin-T at 224, 1000 classes, batch 8
 
-Models:
+Models (the peers' M1-M3, ../shared/bench/README.md):
   m1: experiments/vit_cifar10_textbook.py (model.variant=textbook_cifar10), batch 128.
-  digits: the default experiment, experiments/vit_digits.py, batch 128 (no peer rows).
-  m2: experiments/vit_imagenet.py with model.variant=Ti/16, no dropout, exact GELU, batch 32.
-Any `--config.k=v` is applied on top (e.g. --config.model.dropout_rate=0).
+  m2: experiments/vit_imagenet.py with variant Ti/16, no dropout, exact GELU, batch 32 (timm's
+      VisionTransformer with ViT-Ti/16 settings).
+  m3: experiments/swin_imagenet.py with variant T, batch 8, label smoothing 0: timm's
+      `swin_tiny_patch4_window7_224` as `timm.create_model` builds it, whose stochastic depth rate
+      is timm's default 0.1 (the paper's 0.2 is a training-script argument); pass
+      --config.model.drop_path_rate=0 to switch it off.
+  digits: the default experiment, experiments/vit_digits.py, batch 128 (no peer).
+Optimizer as the peers (optax.adamw / torch.optim.AdamW defaults): AdamW lr 1e-3, weight decay 1e-4
+on every parameter, constant, no clipping. Any `--config.k=v` is applied on top.
 
 MFU = matmul FLOPs of forward + backward (3x the forward's dot/conv FLOPs, counted from the jaxpr,
-1 MAC = 2 FLOP) x img/s / --peak-gflops (75.4: the best fp32 matmul measured on this machine kind).
+1 MAC = 2 FLOP) x img/s / --peak-gflops (default: the 75.4 GFLOP/s that ../shared/bench measured on
+an AVX2 host; pass this host's figure, e.g. from benchmarks/matmul_peak.py).
 """
 
 from __future__ import annotations
@@ -38,11 +47,7 @@ sys.path.insert(0, str(ROOT))
 MODELS = {
     "digits": dict(config="experiments/vit_digits.py", batch=128, steps=50, warmup=3, overrides=[]),
     "m1": dict(
-        config="experiments/vit_cifar10_textbook.py",
-        batch=128,
-        steps=20,
-        warmup=3,
-        overrides=[],
+        config="experiments/vit_cifar10_textbook.py", batch=128, steps=20, warmup=3, overrides=[]
     ),
     "m2": dict(
         config="experiments/vit_imagenet.py",
@@ -55,14 +60,34 @@ MODELS = {
             "--config.model.gelu_approximate=false",
         ],
     ),
+    "m3": dict(
+        config="experiments/swin_imagenet.py",
+        batch=8,
+        steps=6,
+        warmup=2,
+        overrides=[
+            "--config.model.variant=T",
+            "--config.model.drop_path_rate=0.1",  # timm.create_model's default (see above)
+            "--config.task.label_smoothing=0.0",
+        ],
+    ),
 }
-PEER_OPTIM = [
-    "--config.optim.name=adamw",
-    "--config.optim.lr=1e-3",
-    "--config.optim.weight_decay=1e-4",
-    "--config.optim.schedule=constant",
-    "--config.optim.warmup_steps=0",
-]
+# What the peers' optax.adamw(1e-3, weight_decay=1e-4) and torch.optim.AdamW(lr=1e-3,
+# weight_decay=1e-4) do: decay on every parameter, eps 1e-8, constant rate, no clipping.
+PEER_OPTIM = dict(
+    name="adamw",
+    lr=1e-3,
+    weight_decay=1e-4,
+    weight_decay_mask="all",
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    schedule="constant",
+    warmup_steps=0,
+    grad_clip_norm=None,
+    grad_accum_steps=1,
+    layer_decay=0.0,
+)
 
 
 def matmul_flops(fn, *args) -> float:
@@ -92,6 +117,58 @@ def matmul_flops(fn, *args) -> float:
     return count(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
+def peer_config(model: str, overrides: list[str], model_fields: dict | None = None):
+    """The experiment's config with the peers' model, batch and optimizer settings, then
+    `overrides` (--config.k=v strings) and `model_fields` (model keys the file may not list)."""
+    from attn_jax import config as config_lib
+
+    spec = MODELS[model]
+    config = config_lib.load_config(ROOT / spec["config"])
+    with config.unlocked():
+        config.optim = dict(PEER_OPTIM)
+    config_lib.apply_overrides(config, [*spec["overrides"], *overrides])
+    with config.unlocked():
+        config.model.update(model_fields or {})
+    return config
+
+
+def build(model_name: str, batch: int, overrides: list[str], model_fields: dict | None = None):
+    """(compiled-on-first-call train step, initial state, device batch, experiment) of a model,
+    built as `launch.py train` builds them; `overrides` and `model_fields` as `peer_config`."""
+    import jax
+    import numpy as np
+
+    from attn_jax.train import loop
+    from attn_jax.train import sharding as shard_lib
+    from attn_jax.train.optim import make_optimizer
+
+    config = peer_config(model_name, overrides, model_fields)
+    exp = loop.build_experiment(config)  # reads no data, only the registry
+    tx, schedule = make_optimizer(config.optim, 1000)
+    mesh = shard_lib.make_mesh()
+    (image,) = exp.init_inputs()  # an image classification experiment
+    init_fn = loop.make_init_fn(exp.model, tx, exp.init_inputs())
+    _, state_sharding = loop._state_shardings(init_fn, mesh)
+    state = jax.jit(init_fn, out_shardings=state_sharding)(jax.random.key(0))
+    train_step = loop.make_train_step(
+        exp.model,
+        exp.task,
+        tx,
+        schedule,
+        mesh,
+        state_sharding,
+        microbatches=int(config.get("microbatches", 1)),
+    )
+    rng = np.random.default_rng(0)
+    host_batch = {
+        "image": rng.standard_normal((batch, *image.shape[1:]), dtype=np.float32),
+        "label": rng.integers(0, exp.spec.num_classes, batch).astype(np.int32),
+        "mask": np.ones(batch, bool),
+    }
+    device_batch = shard_lib.to_global(host_batch, shard_lib.batch_sharding(mesh))
+    return train_step, state, device_batch, exp
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="m1")
@@ -99,7 +176,6 @@ def main() -> int:
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--batch", type=int)
     parser.add_argument("--peak-gflops", type=float, default=75.4)
-    parser.add_argument("--peers", help="folder of peer result JSON files to print beside ours")
     own, overrides = [], []
     for arg in sys.argv[1:]:
         (overrides if arg.startswith("--config.") else own).append(arg)
@@ -108,40 +184,15 @@ def main() -> int:
     batch = args.batch or spec["batch"]
     steps, warmup = args.steps or spec["steps"], args.warmup or spec["warmup"]
 
+    import flax
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
-    from attn_jax import config as config_lib
     from attn_jax.models import count_params
-    from attn_jax.train import loop
-    from attn_jax.train import sharding as shard_lib
-    from attn_jax.train.optim import make_optimizer
 
-    config = config_lib.load_config(ROOT / spec["config"])
-    config_lib.apply_overrides(config, [*spec["overrides"], *PEER_OPTIM, *overrides])
-    exp = loop.build_experiment(config)  # reads no data, only the registry
-    model, task = exp.model, exp.task
-    num_classes = exp.spec.num_classes
-    tx, schedule = make_optimizer(config.optim, 1000)
-    mesh = shard_lib.make_mesh()
-    (image,) = exp.init_inputs()  # an image classification experiment
-    input_shape = image.shape
-    init_fn = loop.make_init_fn(model, tx, exp.init_inputs())
-    _, state_sharding = loop._state_shardings(init_fn, mesh)
-    state = jax.jit(init_fn, out_shardings=state_sharding)(jax.random.key(0))
-    microbatches = int(config.get("microbatches", 1))
-    train_step = loop.make_train_step(
-        model, task, tx, schedule, mesh, state_sharding, microbatches=microbatches
-    )
-
-    rng = np.random.default_rng(0)
-    host_batch = {
-        "image": rng.standard_normal((batch, *input_shape[1:]), dtype=np.float32),
-        "label": rng.integers(0, num_classes, batch).astype(np.int32),
-        "mask": np.ones(batch, bool),
-    }
-    device_batch = shard_lib.to_global(host_batch, shard_lib.batch_sharding(mesh))
+    train_step, state, device_batch, exp = build(args.model, batch, overrides)
+    model = exp.model
+    input_shape = exp.init_inputs()[0].shape
 
     def step() -> float:
         nonlocal state
@@ -156,6 +207,7 @@ def main() -> int:
             dt = time.perf_counter() - t
             (warm if phase == "warmup" else times).append(dt)
             print(f"  {phase:6s} {i}: {dt * 1e3:9.1f} ms  loss={loss:.4f}", file=sys.stderr)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
     fwd = matmul_flops(
         lambda p, x: model.apply({"params": p}, x, train=False)[0],
@@ -167,9 +219,9 @@ def main() -> int:
     result = {
         "peer": "attn_jax",
         "variant": "launch.py train step",
-        "model": args.model.upper(),
+        "model": args.model,
         "batch": batch,
-        "microbatches": microbatches,
+        "microbatches": int(exp.config.get("microbatches", 1)),
         "steps_timed": len(times),
         "step_ms_median": round(med * 1e3, 2),
         "step_ms_min": round(min(times) * 1e3, 2),
@@ -178,10 +230,13 @@ def main() -> int:
         "img_per_s_min": round(batch / max(times), 2),
         "img_per_s_max": round(batch / min(times), 2),
         "first_step_s": round(warm[0], 2) if warm else None,
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
-        "threads": f"XLA:CPU default (cores={os.cpu_count()})",
+        "peak_rss_mib": round(peak_rss, 1),
+        "threads": f"XLA:CPU default (cores={len(os.sched_getaffinity(0))})",
         "cpus_visible": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
+        "framework_version": jax.__version__,
+        "flax_version": flax.__version__,
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
         "params": count_params(state.params),
         "devices": jax.device_count(),
         "train_gflop_per_image_analytic": round(3 * fwd / 1e9, 4),
@@ -189,33 +244,15 @@ def main() -> int:
         "peak_gflops_ref": args.peak_gflops,
         "mfu": round(achieved / args.peak_gflops, 4),
     }
-    if args.peers:
-        _print_peers(Path(args.peers), result)
     print(json.dumps(result))
     return 0
 
 
-def _print_peers(folder: Path, ours: dict) -> None:
-    rows = [ours]
-    for path in sorted(folder.glob("*.json")):
-        try:
-            r = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if isinstance(r, dict) and str(r.get("model", "")).upper() == ours["model"]:
-            rows.append(r)
-    rows.sort(key=lambda r: -r.get("img_per_s_median", 0))
-    print("| peer | variant | img/s | step ms | MFU | peak RSS MiB |", file=sys.stderr)
-    print("|---|---|---|---|---|---|", file=sys.stderr)
-    for r in rows:
-        mfu = r.get("mfu")
-        print(
-            f"| {r.get('peer')} | {r.get('variant')} | {r.get('img_per_s_median')} | "
-            f"{r.get('step_ms_median')} | {f'{mfu:.1%}' if mfu else '-'} | "
-            f"{r.get('peak_rss_mib')} |",
-            file=sys.stderr,
-        )
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from attn_jax.errors import UserError
+
+    try:
+        sys.exit(main())
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
