@@ -44,6 +44,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.text_width = 128
     c.model.text_layers = 3
     c.model.text_heads = 4
+    c.model.attention_fn = "dot_product"  # a function of attn_jax/attention/registry.py
+    c.model.attention_impl = "auto"  # or xla | cudnn | explicit | blockwise
+    c.model.dtype = "float32"  # bfloat16: bf16 computation, float32 parameters
 
     c.task = ml_collections.ConfigDict()
     c.task.name = "contrastive"

@@ -42,6 +42,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.num_classes = ml_collections.config_dict.placeholder(int)  # None: the dataset's (10)
     c.model.num_queries = 10
     c.model.dropout_rate = 0.1
+    c.model.attention_fn = "dot_product"  # a function of attn_jax/attention/registry.py
+    c.model.attention_impl = "auto"  # or xla | cudnn | explicit | blockwise
+    c.model.dtype = "float32"  # bfloat16: bf16 computation, float32 parameters
 
     c.task = ml_collections.ConfigDict()
     c.task.name = "detection"

@@ -53,6 +53,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.num_queries = 100
     c.model.dropout_rate = 0.1
     c.model.backbone_norm = "frozen_batch"
+    c.model.attention_fn = "dot_product"  # a function of attn_jax/attention/registry.py
+    c.model.attention_impl = "auto"  # or xla | cudnn | explicit | blockwise
+    c.model.dtype = "float32"  # bfloat16: bf16 computation, float32 parameters
 
     c.task = ml_collections.ConfigDict()
     c.task.name = "detection"

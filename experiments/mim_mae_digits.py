@@ -40,18 +40,22 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "mae"
-    c.model.patch_size = 2
-    c.model.hidden_size = 64
-    c.model.depth = 4
-    c.model.num_heads = 4
-    c.model.mlp_dim = 128
-    c.model.dropout_rate = 0.0
-    c.model.posemb = "sincos2d"
+    c.model.encoder = ml_collections.ConfigDict()  # the ViT encoder's fields
+    c.model.encoder.patch_size = 2
+    c.model.encoder.hidden_size = 64
+    c.model.encoder.depth = 4
+    c.model.encoder.num_heads = 4
+    c.model.encoder.mlp_dim = 128
+    c.model.encoder.dropout_rate = 0.0
+    c.model.encoder.posemb = "sincos2d"
     c.model.mask_ratio = 0.75
     c.model.decoder_hidden_size = 48
     c.model.decoder_depth = 2
     c.model.decoder_num_heads = 4
     c.model.decoder_mlp_dim = 96
+    c.model.attention_fn = "dot_product"  # a function of attn_jax/attention/registry.py
+    c.model.attention_impl = "auto"  # or xla | cudnn | explicit | blockwise
+    c.model.dtype = "float32"  # bfloat16: bf16 computation, float32 parameters
 
     c.task = ml_collections.ConfigDict()
     c.task.name = "masked_image"

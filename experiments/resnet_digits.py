@@ -36,6 +36,7 @@ def model_config() -> ml_collections.ConfigDict:
     m.aa_key_fraction = 0.5
     m.aa_value_fraction = 0.25
     m.aa_heads = 4
+    m.dtype = "float32"  # bfloat16: bf16 computation, float32 parameters and norms
     return m
 
 

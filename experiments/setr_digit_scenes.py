@@ -40,9 +40,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.variant = "digits"
     c.model.num_classes = ml_collections.config_dict.placeholder(int)  # None: from the dataset
     c.model.decoder = "pup"
-    c.model.patch_size = ml_collections.config_dict.placeholder(int)  # None: the variant's (4)
     c.model.decoder_width = ml_collections.config_dict.placeholder(int)  # None: the variant's
-    c.model.dropout_rate = 0.0
+    # The ViT encoder's fields, merged into the variant's.
+    c.model.encoder = ml_collections.ConfigDict()
+    c.model.encoder.patch_size = ml_collections.config_dict.placeholder(int)  # None: 4
+    c.model.encoder.dropout_rate = 0.0
+    c.model.attention_fn = "dot_product"  # a function of attn_jax/attention/registry.py
+    c.model.attention_impl = "auto"  # or xla | cudnn | explicit | blockwise
+    c.model.dtype = "float32"  # bfloat16: bf16 computation, float32 parameters
 
     c.task = ml_collections.ConfigDict()
     c.task.name = "segmentation"

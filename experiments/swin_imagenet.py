@@ -38,6 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.embed_dim = ml_collections.config_dict.placeholder(int)
     c.model.window = 7
     c.model.drop_path_rate = ml_collections.config_dict.placeholder(float)  # None: the variant's
+    c.model.attention_fn = "dot_product"  # a function of attn_jax/attention/registry.py
+    c.model.attention_impl = "auto"  # or xla | cudnn | explicit | blockwise
+    c.model.dtype = "float32"  # bfloat16: bf16 computation, float32 parameters
 
     c.task = ml_collections.ConfigDict()
     c.task.name = "classification"

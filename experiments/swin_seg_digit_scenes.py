@@ -21,5 +21,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.variant = "swin_digits"
     c.model.num_classes = ml_collections.config_dict.placeholder(int)
     c.model.decoder = "mla"
-    c.model.drop_path_rate = 0.1
+    # The Swin encoder's fields, merged into the variant's.
+    c.model.encoder = ml_collections.ConfigDict()
+    c.model.encoder.drop_path_rate = 0.1
+    c.model.attention_fn = "dot_product"  # a function of attn_jax/attention/registry.py
+    c.model.attention_impl = "auto"  # or xla | cudnn | explicit | blockwise
+    c.model.dtype = "float32"  # bfloat16: bf16 computation, float32 parameters
     return c

@@ -29,6 +29,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.name = "transformer"
     c.model.variant = "base"
     c.model.vocab_size = ml_collections.config_dict.placeholder(int)  # None: from the dataset
+    c.model.attention_fn = "dot_product"  # a function of attn_jax/attention/registry.py
+    c.model.attention_impl = "auto"  # or xla | cudnn | explicit | blockwise
+    c.model.dtype = "float32"  # bfloat16: bf16 computation, float32 parameters
 
     c.task = ml_collections.ConfigDict()
     c.task.name = "seq2seq"

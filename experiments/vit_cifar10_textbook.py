@@ -48,6 +48,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.variant = "textbook_cifar10"
     c.model.num_classes = 10
     c.model.output_softmax = False
+    c.model.attention_fn = "dot_product"  # a function of attn_jax/attention/registry.py
+    c.model.attention_impl = "auto"  # or xla | cudnn | explicit | blockwise
+    c.model.dtype = "float32"  # bfloat16: bf16 computation, float32 parameters
 
     c.task = ml_collections.ConfigDict()
     c.task.name = "classification"

@@ -48,6 +48,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.pool = ml_collections.config_dict.placeholder(str)
     # None: the official ViT's tanh GELU; false: the exact erf GELU of PyTorch/timm and Keras.
     c.model.gelu_approximate = ml_collections.config_dict.placeholder(bool)
+    c.model.attention_fn = "dot_product"  # a function of attn_jax/attention/registry.py
+    c.model.attention_impl = "auto"  # or xla | cudnn | explicit | blockwise
+    c.model.dtype = "float32"  # bfloat16: bf16 computation, float32 parameters
 
     c.task = ml_collections.ConfigDict()
     c.task.name = "classification"

@@ -5,11 +5,13 @@ from attn_jax.attention.additive import (
     AdditiveAttention,
     additive_attention,
     additive_scores,
-    masked_softmax,
     qkv_attention,
 )
 from attn_jax.attention.channel import SqueezeExcitation, excite, squeeze
 from attn_jax.attention.dot_product import (
+    IMPLEMENTATIONS,
+    AttentionConfigError,
+    choose_implementation,
     dot_product_attention_weights,
     scaled_dot_product_attention,
 )
@@ -24,11 +26,13 @@ from attn_jax.attention.masks import (
     combine_masks,
     large_negative,
     mask_to_bias,
+    masked_softmax,
     padding_mask,
 )
 from attn_jax.attention.multi_head import MultiHeadAttention
 from attn_jax.attention.non_local import NON_LOCAL_MODES, NonLocalBlock, non_local_weights
 from attn_jax.attention.positional import sinusoidal_position_encoding
+from attn_jax.attention.registry import attention_names, get_attention, register_attention
 from attn_jax.attention.saliency import (
     gaussian_pyramid,
     itti_koch_saliency,
@@ -50,6 +54,12 @@ from attn_jax.attention.windows import (
 )
 
 __all__ = [
+    "IMPLEMENTATIONS",
+    "AttentionConfigError",
+    "attention_names",
+    "choose_implementation",
+    "get_attention",
+    "register_attention",
     "WindowAttention",
     "relative_position_index",
     "shifted_window_mask",

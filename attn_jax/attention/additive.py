@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from attn_jax.attention.masks import large_negative
+from attn_jax.attention.masks import masked_softmax
 
 
 def _key_mask(mask: jax.Array | None, ndim: int) -> jax.Array | None:
@@ -36,24 +36,6 @@ def _key_mask(mask: jax.Array | None, ndim: int) -> jax.Array | None:
     if mask.ndim == 2 and ndim == 3:
         mask = mask[:, None, :]
     return mask
-
-
-def masked_softmax(logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """float32 softmax over the last axis with masked entries exactly zero.
-
-    Args:
-      logits: [..., Tk].
-      mask: bool broadcastable to `logits`, True = may attend.
-
-    Returns:
-      float32 weights; rows sum to 1, or to 0 where every key is masked.
-    """
-    logits = logits.astype(jnp.float32)
-    if mask is None:
-        return jax.nn.softmax(logits, axis=-1)
-    # Finite fill keeps an all-masked row finite; the second `where` turns exp(-big) into 0.
-    logits = jnp.where(mask, logits, large_negative(jnp.float32))
-    return jnp.where(mask, jax.nn.softmax(logits, axis=-1), 0.0)
 
 
 def qkv_attention(

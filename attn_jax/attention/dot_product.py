@@ -7,13 +7,20 @@ attend) and dropout on the attention weights (sec. 5.4 applies dropout to sub-la
 reference tensor2tensor code, Flax and Keras also drop attention weights, which is what the
 `dropout_rate` here does).
 
-Two paths compute the same function:
-  * fused: `jax.nn.dot_product_attention`, used whenever neither the weights nor weight dropout are
-    needed, so that GPUs get the cuDNN flash kernel (`implementation="cudnn"`) and XLA may fuse the
-    rest;
-  * explicit: logits, float32 softmax, weights, used to return/sow weights or to drop them out.
+The implementation is chosen here, in one place, by `implementation` (a model's
+`attention_impl`), and every model's attention arrives here (`multi_head.MultiHeadAttention`,
+`windows.WindowAttention`, through the functions of `registry.py`):
+  * "xla": `jax.nn.dot_product_attention(implementation="xla")`, fused by XLA;
+  * "cudnn": the same call with the cuDNN flash kernel (NVIDIA GPUs, float16/bfloat16, head width
+    a multiple of 8 up to 128);
+  * "explicit": logits, float32 softmax, weights; the only path that can return or sow the
+    weights or drop them out, so it is taken whenever those are needed, whatever was asked;
+  * "blockwise": `blockwise.blockwise_dot_product_attention`, tiles of an online softmax whose
+    memory grows linearly with the length (no dropout, no weights);
+  * "auto" (the default): cudnn on a GPU where it supports the shapes and dtype, otherwise the
+    fastest of xla and explicit on this platform (`choose_implementation`).
 
-Masking semantics shared by both paths:
+Masking semantics shared by every path:
   * a key masked out by `mask` gets exactly zero weight (not exp(-big));
   * a query row whose keys are all masked out by `mask` gets all-zero weights and a zero output
     (never NaN, never the uniform average of the values);
@@ -27,8 +34,88 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from attn_jax.attention.masks import causal_mask, combine_masks, large_negative
+from attn_jax.attention.masks import causal_mask, combine_masks, masked_softmax
+from attn_jax.errors import UserError
+
+IMPLEMENTATIONS = ("auto", "xla", "cudnn", "explicit", "blockwise")
+
+# What "auto" takes on a CPU, measured: forward + backward of one jitted attention call (as in
+# benchmarks/attention_kernels.py, no weights returned), float32, median of 30 interleaved runs on
+# the project's 2-core CPU box (shared, so the absolute times are loose; explicit won both runs,
+# the other under three times the load):
+#   ViT-Ti-like (B 32, T 197, 3 heads of 64):  xla 177 ms, explicit 156 ms
+#   M1-like (B 128, T 64, 8 heads of 8):       xla  84 ms, explicit  74 ms
+# jax's fused call reshapes to grouped queries and vmaps over the groups; XLA:CPU runs the two
+# plain einsums of the explicit path faster.
+CPU_DEFAULT = "explicit"
+
+
+class AttentionConfigError(UserError, ValueError):
+    """An attention implementation or function that does not exist or cannot run here."""
+
+
+def check_implementation(implementation: str | None) -> str:
+    """The implementation name, None read as "auto"; raises AttentionConfigError if unknown."""
+    name = "auto" if implementation is None else implementation
+    if name not in IMPLEMENTATIONS:
+        raise AttentionConfigError(
+            f"unknown attention implementation {name!r}: set model.attention_impl to one of "
+            f"{list(IMPLEMENTATIONS)}"
+        )
+    return name
+
+
+def _on_cuda_gpu() -> bool:
+    device = jax.devices()[0]
+    return device.platform == "gpu" and "rocm" not in device.client.platform_version.lower()
+
+
+def _cudnn_supports(q: jax.Array, k: jax.Array, v: jax.Array, has_bias: bool) -> bool:
+    # jax's check_is_flash_attention (non-Hopper limits), without raising.
+    half = q.dtype in (jnp.float16, jnp.bfloat16) and q.dtype == k.dtype == v.dtype
+    head = q.shape[-1]
+    even = q.shape[1] % 2 == 0 and k.shape[1] % 2 == 0
+    return half and head % 8 == 0 and head <= 128 and v.shape[-1] == head and (even or not has_bias)
+
+
+def choose_implementation(
+    implementation: str | None,
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    need_weights: bool = False,
+    has_bias: bool = False,
+) -> str:
+    """The path that computes this call: "explicit" whenever the weights are needed (returned,
+    sown or dropped out), the requested one otherwise, and for "auto" cudnn where it runs, else
+    `CPU_DEFAULT` on a CPU and xla elsewhere.
+
+    Raises:
+      AttentionConfigError: an unknown name, or cudnn where it cannot run.
+    """
+    name = check_implementation(implementation)
+    if need_weights:
+        return "explicit"
+    if name == "auto":
+        if jax.default_backend() == "gpu" and _on_cuda_gpu() and _cudnn_supports(q, k, v, has_bias):
+            return "cudnn"
+        return CPU_DEFAULT if jax.default_backend() == "cpu" else "xla"
+    if name == "cudnn":
+        if jax.default_backend() != "gpu" or not _on_cuda_gpu():
+            raise AttentionConfigError(
+                f"attention_impl='cudnn' needs an NVIDIA GPU, and this process runs on "
+                f"{jax.default_backend()}: set model.attention_impl=auto or xla"
+            )
+        if not _cudnn_supports(q, k, v, has_bias):
+            raise AttentionConfigError(
+                f"attention_impl='cudnn' does not take {np.dtype(q.dtype).name} inputs with head "
+                f"width {q.shape[-1]} (float16/bfloat16, a multiple of 8 up to 128): set "
+                "model.dtype=bfloat16 or model.attention_impl=auto"
+            )
+    return name
 
 
 def _as_4d(x: jax.Array | None) -> jax.Array | None:
@@ -76,13 +163,7 @@ def dot_product_attention_weights(
     if bias is not None:
         logits = logits + _as_4d(bias).astype(jnp.float32)
     mask = combine_masks(_as_4d(mask), causal_mask(tq, tk) if is_causal else None)
-    if mask is None:
-        return jax.nn.softmax(logits, axis=-1)
-    # Finite fill keeps a fully-masked row finite; the `where` after the softmax turns exp(-big)
-    # into an exact zero and makes such a row all zeros instead of uniform.
-    logits = jnp.where(mask, logits, large_negative(jnp.float32))
-    weights = jax.nn.softmax(logits, axis=-1)
-    return jnp.where(mask, weights, 0.0)
+    return masked_softmax(logits, mask)
 
 
 def scaled_dot_product_attention(
@@ -96,7 +177,7 @@ def scaled_dot_product_attention(
     dropout_rng: jax.Array | None = None,
     deterministic: bool = True,
     return_weights: bool = False,
-    implementation: str | None = None,
+    implementation: str | None = "auto",
     is_causal: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Multi-head scaled dot-product attention, eq. 1 of Vaswani et al. 2017.
@@ -112,10 +193,10 @@ def scaled_dot_product_attention(
       dropout_rng: PRNG key for the dropout; required when dropout is applied.
       deterministic: if True no dropout is applied.
       return_weights: also return the attention weights (before dropout).
-      implementation: passed to `jax.nn.dot_product_attention` on the fused path ("xla",
-        "cudnn", or None to let JAX choose); ignored on the explicit path.
-      is_causal: restrict query i to keys j <= i (top-left aligned); on the fused path the kernel
-        can then skip the masked blocks instead of reading a mask.
+      implementation: one of `IMPLEMENTATIONS` (None = "auto"); see the module docstring.
+        Returned weights and weight dropout always take the explicit path.
+      is_causal: restrict query i to keys j <= i (top-left aligned); the fused kernels can then
+        skip the masked blocks instead of reading a mask.
 
     Returns:
       output [B, Tq, H, Dv] in v's dtype, or (output, weights [B, H, Tq, Tk]) when
@@ -123,6 +204,7 @@ def scaled_dot_product_attention(
 
     Raises:
       ValueError: if dropout is to be applied and no `dropout_rng` is given.
+      AttentionConfigError: an unknown implementation, or one that cannot run here.
     """
     _check_qkv(q, k, v)
     apply_dropout = dropout_rate > 0.0 and not deterministic
@@ -132,14 +214,24 @@ def scaled_dot_product_attention(
     if mask is not None:
         mask = mask.astype(bool)
     bias = _as_4d(bias)
+    path = choose_implementation(
+        implementation,
+        q,
+        k,
+        v,
+        need_weights=return_weights or apply_dropout,
+        has_bias=bias is not None,
+    )
 
-    if not return_weights and not apply_dropout:
+    if path == "blockwise":
+        return _blockwise()(q, k, v, mask=mask, bias=bias, is_causal=is_causal)
+    if path in ("xla", "cudnn"):
         out = jax.nn.dot_product_attention(
-            q, k, v, bias=bias, mask=mask, is_causal=is_causal, implementation=implementation
+            q, k, v, bias=bias, mask=mask, is_causal=is_causal, implementation=path
         )
         if mask is not None:
             # The fused kernel averages the values of a row whose keys are all masked; zero it so
-            # that both paths agree. The reduction runs on the unbroadcast mask, so it is cheap.
+            # that every path agrees. The reduction runs on the unbroadcast mask, so it is cheap.
             allowed = combine_masks(
                 mask, causal_mask(q.shape[1], k.shape[1]) if is_causal else None
             )
@@ -159,3 +251,15 @@ def scaled_dot_product_attention(
     if return_weights:
         return out, weights.astype(v.dtype)
     return out
+
+
+def _blockwise():
+    # Imported on use: the tiled kernel is a module of its own, written alongside this one.
+    try:
+        from attn_jax.attention.blockwise import blockwise_dot_product_attention
+    except ImportError:
+        raise AttentionConfigError(
+            "attention_impl='blockwise' needs attn_jax/attention/blockwise.py, which this "
+            "checkout lacks: set model.attention_impl=auto, xla or explicit"
+        ) from None
+    return blockwise_dot_product_attention

@@ -67,6 +67,29 @@ def large_negative(dtype: DTypeLike) -> jax.Array:
     return jnp.asarray(jnp.finfo(dtype).min / 2, dtype=dtype)
 
 
+def masked_softmax(logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """float32 softmax over the last axis with masked entries exactly zero.
+
+    The one masked softmax of the package: dot-product and additive attention both normalise
+    their scores with it.
+
+    Args:
+      logits: [..., Tk].
+      mask: bool broadcastable to `logits`, True = may attend.
+
+    Returns:
+      float32 weights; rows sum to 1, or to 0 where every key is masked (never NaN, never the
+      uniform average a softmax of equal fill values would give).
+    """
+    logits = logits.astype(jnp.float32)
+    if mask is None:
+        return jax.nn.softmax(logits, axis=-1)
+    # The finite fill keeps an all-masked row finite; the second `where` turns exp(-big) into an
+    # exact zero and an all-masked row into zeros instead of a uniform row.
+    logits = jnp.where(mask, logits, large_negative(jnp.float32))
+    return jnp.where(mask, jax.nn.softmax(logits, axis=-1), 0.0)
+
+
 def mask_to_bias(mask: jax.Array, dtype: DTypeLike = jnp.float32) -> jax.Array:
     """Additive attention bias from a boolean mask: 0 where allowed, a large finite negative else.
 

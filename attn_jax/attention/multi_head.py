@@ -16,9 +16,14 @@ under the names flax's `MultiHeadDotProductAttention(decode=True)` uses (`cached
 call with the full-length input and `mutable=['cache']` (that call computes ordinary attention);
 every later call appends its n new positions at `cache_index` and attends to all cached positions
 up to its own (the causal mask of sec. 3.2.3, offset by the step). Cross-attention
-(`inputs_kv` given) caches the projected memory instead: K = memory W^K and V = memory W^V are
+(`inputs_k` given) caches the projected memory instead: K = memory W^K and V = memory W^V are
 computed by the creating call and reused at every step, since the memory does not change while
 decoding.
+
+Queries, keys and values may come from three different inputs (`inputs_q`, `inputs_k`,
+`inputs_v`, flax's names): DETR adds positions to the query and key inputs only. The attention
+itself is the registered function `attention_fn` (registry.py) computed by the path
+`implementation` (dot_product.py), so both reach every model built on this module.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from attn_jax.attention.dot_product import scaled_dot_product_attention
+from attn_jax.attention.dot_product import check_implementation
 from attn_jax.attention.masks import combine_masks
+from attn_jax.attention.registry import DEFAULT_ATTENTION, check_attention_fn, get_attention
 
 Initializer = Callable[..., jax.Array]
 
@@ -47,13 +53,15 @@ class MultiHeadAttention(nn.Module):
       dropout_rate: dropout on the attention weights (active only with `train=True`).
       use_bias: biases in the four projections.
       kernel_init: projection kernel initializer; xavier_uniform as in the official JAX ViT.
+      out_kernel_init: initializer of the output projection W^O; None = `kernel_init`.
       bias_init: projection bias initializer.
       dtype: computation dtype (None: inferred from inputs and params).
       param_dtype: parameter dtype.
-      attention_fn: replaces `scaled_dot_product_attention`; must accept its signature.
+      attention_fn: a name registered in `attention.registry` (default: scaled dot-product) or a
+        function with the signature of `scaled_dot_product_attention`.
       sow_weights: sow the attention weights [B, H, Tq, Tk] as ('intermediates', 'attention');
-        this selects the explicit path, otherwise the fused `jax.nn.dot_product_attention` runs.
-      implementation: fused-kernel choice passed to `jax.nn.dot_product_attention`.
+        this selects the explicit path.
+      implementation: "auto", "xla", "cudnn", "explicit" or "blockwise" (dot_product.py).
     """
 
     num_heads: int
@@ -62,18 +70,26 @@ class MultiHeadAttention(nn.Module):
     dropout_rate: float = 0.0
     use_bias: bool = True
     kernel_init: Initializer = nn.initializers.xavier_uniform()
+    out_kernel_init: Initializer | None = None
     bias_init: Initializer = nn.initializers.zeros_init()
     dtype: Any = None
     param_dtype: Any = jnp.float32
-    attention_fn: Callable[..., Any] | None = None
+    attention_fn: str | Callable[..., Any] | None = DEFAULT_ATTENTION
     sow_weights: bool = False
-    implementation: str | None = None
+    implementation: str | None = "auto"
+
+    def __post_init__(self):
+        # Names are checked when the module is built, so that a bad config fails before tracing.
+        check_attention_fn(self.attention_fn)
+        check_implementation(self.implementation)
+        super().__post_init__()
 
     @nn.compact
     def __call__(
         self,
         inputs_q: jax.Array,
-        inputs_kv: jax.Array | None = None,
+        inputs_k: jax.Array | None = None,
+        inputs_v: jax.Array | None = None,
         *,
         mask: jax.Array | None = None,
         bias: jax.Array | None = None,
@@ -83,11 +99,12 @@ class MultiHeadAttention(nn.Module):
         decode: bool = False,
         return_weights: bool = False,
     ) -> jax.Array | tuple[jax.Array, jax.Array]:
-        """Attends from `inputs_q` to `inputs_kv` (self-attention when it is None).
+        """Attends from `inputs_q` to `inputs_k`/`inputs_v` (self-attention when both are None).
 
         Args:
-          inputs_q: [B, Tq, Dq] queries.
-          inputs_kv: [B, Tk, Dkv] keys and values; None for self-attention.
+          inputs_q: [B, Tq, Dq] query input.
+          inputs_k: [B, Tk, Dk] key input; None = `inputs_q`.
+          inputs_v: [B, Tk, Dv] value input; None = `inputs_k`.
           mask: bool, broadcastable to [B, H, Tq, Tk], True = may attend.
           bias: additive logit bias, broadcastable to [B, H, Tq, Tk].
           train: apply attention dropout (needs the 'dropout' RNG stream).
@@ -101,8 +118,9 @@ class MultiHeadAttention(nn.Module):
         Returns:
           [B, Tq, out_features], or (output, float weights [B, H, Tq, Tk]) with `return_weights`.
         """
-        cross = inputs_kv is not None
-        inputs_kv = inputs_q if inputs_kv is None else inputs_kv
+        cross = inputs_k is not None
+        inputs_k = inputs_q if inputs_k is None else inputs_k
+        inputs_v = inputs_k if inputs_v is None else inputs_v
         qkv_features = self.qkv_features or inputs_q.shape[-1]
         out_features = self.out_features or inputs_q.shape[-1]
         if qkv_features % self.num_heads:
@@ -128,8 +146,8 @@ class MultiHeadAttention(nn.Module):
             k = self.get_variable("cache", "cached_key")
             v = self.get_variable("cache", "cached_value")
         else:
-            k = projection(name="key")(inputs_kv)  # [B, Tk, H, Dh]
-            v = projection(name="value")(inputs_kv)  # [B, Tk, H, Dh]
+            k = projection(name="key")(inputs_k)  # [B, Tk, H, Dh]
+            v = projection(name="value")(inputs_v)  # [B, Tk, H, Dh]
             if decode and cross:
                 self.variable("cache", "cached_key", lambda: k)
                 self.variable("cache", "cached_value", lambda: v)
@@ -137,8 +155,7 @@ class MultiHeadAttention(nn.Module):
                 k, v, mask, causal = self._self_attention_cache(q, k, v, mask, causal)
 
         apply_dropout = train and self.dropout_rate > 0.0
-        attention_fn = self.attention_fn or scaled_dot_product_attention
-        result = attention_fn(
+        result = get_attention(self.attention_fn)(
             q,
             k,
             v,
@@ -162,7 +179,7 @@ class MultiHeadAttention(nn.Module):
             features=out_features,
             axis=(-2, -1),
             use_bias=self.use_bias,
-            kernel_init=self.kernel_init,
+            kernel_init=self.out_kernel_init or self.kernel_init,
             bias_init=self.bias_init,
             dtype=self.dtype,
             param_dtype=self.param_dtype,

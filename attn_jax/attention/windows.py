@@ -11,6 +11,11 @@ Transformer using Shifted Windows" (ICCV 2021), sec. 3.2.
   taken from a learned table of (2M - 1)^2 entries per head, indexed by the relative offset of two
   tokens of a window.
 
+The attention inside the windows is the attention core's: the windows are the batch of a
+registered attention function (`registry.py`, default scaled dot-product) with the relative
+position bias as its `bias` [1, heads, M^2, M^2] and the shifted-window mask as its `mask`
+[B * nW, 1, M^2, M^2], computed by the path the model's `attention_impl` selects.
+
 Maps are channels-last [B, H, W, C]; windows [B * nW, M * M, C] in row-major window order.
 """
 
@@ -23,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_jax.attention.dot_product import scaled_dot_product_attention
+from attn_jax.attention.dot_product import check_implementation
+from attn_jax.attention.registry import DEFAULT_ATTENTION, check_attention_fn, get_attention
 
 
 def window_partition(x: jax.Array, window: int) -> jax.Array:
@@ -80,7 +86,11 @@ class WindowAttention(nn.Module):
         needs no shift (the official code sets it to 0 then).
       qkv_bias: biases on the query/key/value projection.
       dropout_rate: attention-weight dropout.
+      attention_fn: a registered attention function (registry.py) or a callable of its signature.
+      implementation: "auto", "xla", "cudnn", "explicit" or "blockwise" (dot_product.py).
+      sow_weights: sow the weights [B * nW, heads, M^2, M^2] as ('intermediates', 'attention').
       dtype: computation dtype (None: float32).
+      param_dtype: parameter dtype.
     """
 
     num_heads: int
@@ -88,7 +98,16 @@ class WindowAttention(nn.Module):
     shift: int = 0
     qkv_bias: bool = True
     dropout_rate: float = 0.0
+    attention_fn: Any = DEFAULT_ATTENTION
+    implementation: str | None = "auto"
+    sow_weights: bool = False
     dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        check_attention_fn(self.attention_fn)
+        check_implementation(self.implementation)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -103,6 +122,7 @@ class WindowAttention(nn.Module):
             "relative_position_bias_table",
             nn.initializers.truncated_normal(0.02),
             ((2 * m - 1) ** 2, heads),
+            self.param_dtype,
         )
         bias = table[relative_position_index(m)]  # [M*M, M*M, heads]
         bias = jnp.transpose(bias, (2, 0, 1))[None]  # [1, heads, M*M, M*M]
@@ -111,24 +131,37 @@ class WindowAttention(nn.Module):
             x = jnp.roll(x, (-self.shift, -self.shift), axis=(1, 2))
         tokens = window_partition(x, m)  # [B*nW, M*M, C]
         qkv = nn.DenseGeneral(
-            (3, heads, c // heads), use_bias=self.qkv_bias, dtype=self.dtype, name="qkv"
+            (3, heads, c // heads),
+            use_bias=self.qkv_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="qkv",
         )(tokens)  # [B*nW, M*M, 3, heads, Dh]
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         mask = None
         if self.shift:
             windows = shifted_window_mask(h, w, m, self.shift)  # [nW, M*M, M*M]
             mask = jnp.tile(jnp.asarray(windows)[:, None], (b, 1, 1, 1))  # [B*nW, 1, M*M, M*M]
-        out = scaled_dot_product_attention(
+        apply_dropout = train and self.dropout_rate > 0.0
+        out = get_attention(self.attention_fn)(
             q,
             k,
             v,
-            bias=bias.astype(q.dtype),
             mask=mask,
+            bias=bias.astype(q.dtype),
             dropout_rate=self.dropout_rate,
-            dropout_rng=self.make_rng("dropout") if train and self.dropout_rate else None,
-            deterministic=not train,
+            dropout_rng=self.make_rng("dropout") if apply_dropout else None,
+            deterministic=not apply_dropout,
+            return_weights=self.sow_weights,
+            implementation=self.implementation,
+            is_causal=False,
         )  # [B*nW, M*M, heads, Dh]
-        out = nn.DenseGeneral(c, axis=(-2, -1), dtype=self.dtype, name="proj")(out)
+        if self.sow_weights:
+            out, weights = out
+            self.sow("intermediates", "attention", weights)
+        out = nn.DenseGeneral(
+            c, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype, name="proj"
+        )(out)
         x = window_merge(out, m, h, w)
         if self.shift:
             x = jnp.roll(x, (self.shift, self.shift), axis=(1, 2))

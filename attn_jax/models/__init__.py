@@ -2,6 +2,9 @@
 
 A model returns `(output, aux)`, never a loss; `build_model` turns a config mapping
 {"name": ..., "variant": ..., **fields} into a Linen module and rejects misspelt fields in one line.
+Each registered model names its variant table (models/variants.py); nested mappings in the config
+(a sub-model's fields, e.g. SETR's `encoder`) arrive as plain dicts, and `dtype` may be spelt as a
+string ("bfloat16": bfloat16 computation, float32 parameters).
 """
 
 from __future__ import annotations
@@ -13,13 +16,33 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from attn_jax.models.clip import CLIP, TextEncoder, clip_kwargs, text_mlm_kwargs
-from attn_jax.models.cnn import CNN, MLP, cnn_kwargs, mlp_kwargs
+from attn_jax.models import pretext
+from attn_jax.models.clip import (
+    CLIP,
+    CLIP_VARIANTS,
+    TEXT_MLM_VARIANTS,
+    TextEncoder,
+    clip_kwargs,
+    text_mlm_kwargs,
+)
+from attn_jax.models.cnn import CNN, CNN_VARIANTS, MLP, MLP_VARIANTS, cnn_kwargs, mlp_kwargs
 from attn_jax.models.detr import DETR, DETR_VARIANTS, detr_kwargs
-from attn_jax.models.feature_select import FeatureSelectMLP, feature_select_kwargs
-from attn_jax.models.mim import MAE, SimMIM, mae_kwargs, simmim_kwargs
+from attn_jax.models.feature_select import (
+    FEATURE_SELECT_VARIANTS,
+    FeatureSelectMLP,
+    feature_select_kwargs,
+)
+from attn_jax.models.mim import (
+    MAE,
+    MAE_VARIANTS,
+    SIMMIM_VARIANTS,
+    SimMIM,
+    mae_kwargs,
+    simmim_kwargs,
+)
 from attn_jax.models.ram import RAM, RAM_VARIANTS, ram_kwargs, ram_param_count
 from attn_jax.models.resnet import RESNET_VARIANTS, ResNet, resnet_kwargs
 from attn_jax.models.seq2seq import (
@@ -31,7 +54,7 @@ from attn_jax.models.seq2seq import (
     seq2seq_kwargs,
 )
 from attn_jax.models.setr import SETR, SETR_VARIANTS, setr_kwargs
-from attn_jax.models.stn import STN, stn_kwargs
+from attn_jax.models.stn import STN, STN_VARIANTS, stn_kwargs
 from attn_jax.models.swin import SWIN_VARIANTS, Swin, swin_kwargs
 from attn_jax.models.transformer import (
     TRANSFORMER_VARIANTS,
@@ -39,36 +62,44 @@ from attn_jax.models.transformer import (
     transformer_kwargs,
     transformer_param_count,
 )
+from attn_jax.models.variants import VariantTable
 from attn_jax.models.vit import VIT_VARIANTS, ViT, patchify, vit_kwargs
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
-    """A registered model: its Linen class and the decoder of `variant` + overrides to kwargs."""
+    """A registered model: its Linen class, its variant table, and the function that decodes
+    `variant` + overrides into kwargs (the table's `decode`, plus any model-specific checks)."""
 
     module: type[nn.Module]
+    variants: VariantTable
     decode: Callable[..., dict[str, Any]]
 
 
 MODELS: dict[str, ModelEntry] = {
-    "vit": ModelEntry(ViT, vit_kwargs),
-    "cnn": ModelEntry(CNN, cnn_kwargs),
-    "mlp": ModelEntry(MLP, mlp_kwargs),
-    "stn": ModelEntry(STN, stn_kwargs),
-    "seq2seq": ModelEntry(Seq2Seq, seq2seq_kwargs),
-    "bahdanau": ModelEntry(Seq2SeqAttention, bahdanau_kwargs),
-    "transformer": ModelEntry(Transformer, transformer_kwargs),
-    "resnet": ModelEntry(ResNet, resnet_kwargs),
-    "swin": ModelEntry(Swin, swin_kwargs),
-    "detr": ModelEntry(DETR, detr_kwargs),
-    "setr": ModelEntry(SETR, setr_kwargs),
-    "ram": ModelEntry(RAM, ram_kwargs),
-    "feature_select": ModelEntry(FeatureSelectMLP, feature_select_kwargs),
-    "simmim": ModelEntry(SimMIM, simmim_kwargs),
-    "mae": ModelEntry(MAE, mae_kwargs),
-    "clip": ModelEntry(CLIP, clip_kwargs),
-    "text_mlm": ModelEntry(TextEncoder, text_mlm_kwargs),
+    "vit": ModelEntry(ViT, VIT_VARIANTS, vit_kwargs),
+    "cnn": ModelEntry(CNN, CNN_VARIANTS, cnn_kwargs),
+    "mlp": ModelEntry(MLP, MLP_VARIANTS, mlp_kwargs),
+    "stn": ModelEntry(STN, STN_VARIANTS, stn_kwargs),
+    "seq2seq": ModelEntry(Seq2Seq, SEQ2SEQ_VARIANTS, seq2seq_kwargs),
+    "bahdanau": ModelEntry(Seq2SeqAttention, BAHDANAU_VARIANTS, bahdanau_kwargs),
+    "transformer": ModelEntry(Transformer, TRANSFORMER_VARIANTS, transformer_kwargs),
+    "resnet": ModelEntry(ResNet, RESNET_VARIANTS, resnet_kwargs),
+    "swin": ModelEntry(Swin, SWIN_VARIANTS, swin_kwargs),
+    "detr": ModelEntry(DETR, DETR_VARIANTS, detr_kwargs),
+    "setr": ModelEntry(SETR, SETR_VARIANTS, setr_kwargs),
+    "ram": ModelEntry(RAM, RAM_VARIANTS, ram_kwargs),
+    "feature_select": ModelEntry(FeatureSelectMLP, FEATURE_SELECT_VARIANTS, feature_select_kwargs),
+    "simmim": ModelEntry(SimMIM, SIMMIM_VARIANTS, simmim_kwargs),
+    "mae": ModelEntry(MAE, MAE_VARIANTS, mae_kwargs),
+    "clip": ModelEntry(CLIP, CLIP_VARIANTS, clip_kwargs),
+    "text_mlm": ModelEntry(TextEncoder, TEXT_MLM_VARIANTS, text_mlm_kwargs),
+    "colorizer": ModelEntry(
+        pretext.Colorizer, pretext.COLORIZER_VARIANTS, pretext.colorizer_kwargs
+    ),
+    "bert": ModelEntry(pretext.BertPretraining, pretext.BERT_VARIANTS, pretext.bert_kwargs),
 }
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _field_names(module: type[nn.Module]) -> tuple[list[str], list[str]]:
@@ -82,11 +113,22 @@ def _field_names(module: type[nn.Module]) -> tuple[list[str], list[str]]:
     return [f.name for f in fields], required
 
 
-def _lists_to_tuples(value: Any) -> Any:
-    # JSON has no tuples; a config that went through config.json comes back with lists.
+def _plain(value: Any) -> Any:
+    # JSON has no tuples (a config that went through config.json comes back with lists), and a
+    # nested ConfigDict becomes the plain dict a module field holds.
     if isinstance(value, list | tuple):
-        return tuple(_lists_to_tuples(v) for v in value)
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, Mapping) or hasattr(value, "to_dict"):
+        return {k: _plain(v) for k, v in dict(value).items()}
     return value
+
+
+def _dtype(name: Any) -> Any:
+    if name is None or not isinstance(name, str):
+        return name
+    if name not in DTYPES:
+        raise ValueError(f"unknown model.dtype {name!r}: choose one of {list(DTYPES)}")
+    return jnp.dtype(name)
 
 
 def build_model(model_cfg: Mapping[str, Any]) -> nn.Module:
@@ -120,7 +162,9 @@ def build_model(model_cfg: Mapping[str, Any]) -> nn.Module:
                 f"unknown field {key!r} for model {name!r}{hint}; valid fields: {valid}"
             )
     variant = cfg.pop("variant", None)
-    kwargs = entry.decode(variant, **{k: _lists_to_tuples(v) for k, v in cfg.items()})
+    if "dtype" in cfg:
+        cfg["dtype"] = _dtype(cfg["dtype"])
+    kwargs = entry.decode(variant, **{k: _plain(v) for k, v in cfg.items()})
     missing = [f for f in required if kwargs.get(f) is None]
     if missing:
         raise ValueError(

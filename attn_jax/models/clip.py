@@ -67,9 +67,8 @@ per-token bias; registered as model "text_mlm".
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable
+import re
 from typing import Any
 
 import flax.linen as nn
@@ -77,24 +76,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_jax.attention import MultiHeadAttention
+from attn_jax.models.blocks import (
+    AttentionModel,
+    BlockNames,
+    BlockStack,
+    activation_fn,
+    torch_linear_init,
+)
+from attn_jax.models.variants import VariantTable, preset_kwargs
 
 ACTIVATIONS = ("quick_gelu", "gelu")
 LOGIT_SCALE_INIT = math.log(1 / 0.07)  # 2.659260
 LOGIT_SCALE_MAX = math.log(100.0)  # 4.605170: the multiplier never exceeds 100
-Initializer = Callable[..., jax.Array]
-
-
-def quick_gelu(x: jax.Array) -> jax.Array:
-    """x * sigmoid(1.702 x): the GELU approximation of OpenAI's released CLIP models."""
-    return x * jax.nn.sigmoid(1.702 * x)
-
-
-def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
-    if name == "quick_gelu":
-        return quick_gelu
-    # PyTorch's nn.GELU (BERT, open_clip's non-OpenAI models): the exact erf form.
-    return functools.partial(nn.gelu, approximate=False)
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -119,171 +112,53 @@ def eot_positions(tokens: jax.Array, eot_id: int | None = None) -> jax.Array:
     return jnp.argmax(tokens == eot_id, axis=-1).astype(jnp.int32)
 
 
-def _torch_linear_init() -> Initializer:
-    # torch.nn.Linear/Conv2d kaiming_uniform(a=sqrt(5)): U(+-1/sqrt(fan_in)), variance 1/(3 fan_in).
-    return nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
-
-
 def layer_norm32(epsilon: float = 1e-5, param_dtype: Any = jnp.float32, **kwargs: Any) -> nn.Module:
     """LayerNorm computed in float32 whatever the activations' dtype, as CLIP's LayerNorm subclass
     does for fp16; the following layers cast back to their own dtype."""
     return nn.LayerNorm(epsilon=epsilon, dtype=jnp.float32, param_dtype=param_dtype, **kwargs)
 
 
-class ResidualAttentionBlock(nn.Module):
-    """Pre-LN block: x + attn(ln_1(x)), then x + mlp(ln_2(x)) (ViT eqs. 2-3, as in CLIP).
-
-    Attributes:
-      num_heads: attention heads.
-      mlp_ratio: MLP hidden width / block width (4 in CLIP and BERT).
-      activation: "quick_gelu" or "gelu" (exact).
-      layernorm_epsilon: LayerNorm epsilon.
-      dropout_rate: dropout on both residual branches (0 in CLIP, 0.1 in BERT).
-      attention_dropout_rate: dropout on the attention weights.
-      attn_init: query/key/value kernel initializer (the `out` kernel uses it too, then is
-        multiplied by `out_scale`).
-      out_scale: factor applied at init to the `out` kernel, so that N(0, s) becomes
-        N(0, s * out_scale); 1 leaves it as `attn_init` drew it.
-      fc_init: `c_fc` kernel initializer.
-      proj_init: `c_proj` kernel initializer.
-      sow_weights: sow the attention weights [B, H, T, T] into 'intermediates'.
-    """
-
-    num_heads: int
-    mlp_ratio: float = 4.0
-    activation: str = "quick_gelu"
-    layernorm_epsilon: float = 1e-5
-    dropout_rate: float = 0.0
-    attention_dropout_rate: float = 0.0
-    attn_init: Initializer = nn.initializers.xavier_uniform()
-    out_scale: float = 1.0
-    fc_init: Initializer = nn.initializers.xavier_uniform()
-    proj_init: Initializer = nn.initializers.xavier_uniform()
-    sow_weights: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(
-        self,
-        x: jax.Array,
-        mask: jax.Array | None = None,
-        *,
-        causal: bool = False,
-        train: bool = False,
-    ) -> jax.Array:
-        width = x.shape[-1]
-        norm = functools.partial(layer_norm32, self.layernorm_epsilon, self.param_dtype)
-        attention = MultiHeadAttention(
-            num_heads=self.num_heads,
-            dropout_rate=self.attention_dropout_rate,
-            kernel_init=self.attn_init,
-            sow_weights=self.sow_weights,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="attn",
-        )
-        y = attention(norm(name="ln_1")(x), mask=mask, causal=causal, train=train)
-        if self.out_scale != 1.0 and self.is_initializing():
-            # MultiHeadAttention takes one initializer for its four projections: the out kernel
-            # is rescaled once, when it is created, to CLIP's smaller output-projection std.
-            out = attention.get_variable("params", "out")
-            attention.put_variable(
-                "params", "out", {**out, "kernel": out["kernel"] * self.out_scale}
-            )
-        x = x + nn.Dropout(self.dropout_rate)(y, deterministic=not train)
-
-        dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
-        y = norm(name="ln_2")(x)
-        y = _Mlp(
-            hidden=int(width * self.mlp_ratio),
-            activation=self.activation,
-            fc_init=self.fc_init,
-            proj_init=self.proj_init,
-            dense=dense,
-            name="mlp",
-        )(y)
-        return x + nn.Dropout(self.dropout_rate)(y, deterministic=not train)
-
-
-class _Mlp(nn.Module):
-    """c_fc -> activation -> c_proj (CLIP's names; BERT's intermediate/output dense)."""
-
-    hidden: int
-    activation: str
-    fc_init: Initializer
-    proj_init: Initializer
-    dense: Callable[..., nn.Module]
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        h = self.dense(self.hidden, kernel_init=self.fc_init, name="c_fc")(x)
-        h = _activation(self.activation)(h)
-        return self.dense(x.shape[-1], kernel_init=self.proj_init, name="c_proj")(h)
-
-
-class Transformer(nn.Module):
-    """`layers` residual attention blocks, named resblocks_{i} (the released code's `resblocks`).
-
-    Attributes:
-      layers: L.
-      num_heads: heads per block.
-      block: further `ResidualAttentionBlock` fields (initializers, activation, ...).
-    """
-
-    layers: int
-    num_heads: int
-    block: dict[str, Any]
-
-    @nn.compact
-    def __call__(
-        self,
-        x: jax.Array,
-        mask: jax.Array | None = None,
-        *,
-        causal: bool = False,
-        train: bool = False,
-    ) -> jax.Array:
-        for i in range(self.layers):
-            x = ResidualAttentionBlock(
-                num_heads=self.num_heads, name=f"resblocks_{i}", **self.block
-            )(x, mask, causal=causal, train=train)
-        return x
+# The released code's names (openai/CLIP clip/model.py: ResidualAttentionBlock).
+CLIP_BLOCK_NAMES = BlockNames(
+    self_norm="ln_1", self_attention="attn", mlp_norm="ln_2", mlp="mlp", fc1="c_fc", fc2="c_proj"
+)
 
 
 def _block_fields(owner: Any, width: int, layers: int, *, openai_text_init: bool) -> dict[str, Any]:
-    """Block fields of a tower: OpenAI's `initialize_parameters` stds for the text tower, the
-    PyTorch module defaults for the image tower (see the module docstring)."""
+    """`TransformerBlock` fields of a tower: pre-LN, LayerNorm in float32, OpenAI's
+    `initialize_parameters` stds for the text tower, the PyTorch module defaults for the image
+    tower (see the module docstring)."""
     fields: dict[str, Any] = dict(
-        mlp_ratio=owner.mlp_ratio,
+        num_heads=owner.num_heads,
+        mlp_dim=int(width * owner.mlp_ratio),
+        names=CLIP_BLOCK_NAMES,
         activation=owner.activation,
         layernorm_epsilon=owner.layernorm_epsilon,
         dropout_rate=getattr(owner, "dropout_rate", 0.0),
         attention_dropout_rate=getattr(owner, "attention_dropout_rate", 0.0),
+        causal=getattr(owner, "causal", False),
         sow_weights=owner.sow_weights,
-        dtype=owner.dtype,
-        param_dtype=owner.param_dtype,
+        **owner.shared_fields(),
     )
     if openai_text_init:
         attn_std = width**-0.5
         proj_std = attn_std * (2 * layers) ** -0.5
         fields.update(
-            attn_init=nn.initializers.normal(attn_std),
-            out_scale=proj_std / attn_std,
-            fc_init=nn.initializers.normal((2 * width) ** -0.5),
-            proj_init=nn.initializers.normal(proj_std),
+            attention_init=nn.initializers.normal(attn_std),
+            attention_out_init=nn.initializers.normal(proj_std),
+            mlp_init=nn.initializers.normal((2 * width) ** -0.5),
+            mlp_out_init=nn.initializers.normal(proj_std),
         )
     else:
         # Xavier over torch's stacked [3w, w] in_proj: variance 2 / (4w) = 1 / (2w) per matrix.
         fields.update(
-            attn_init=nn.initializers.variance_scaling(0.5, "fan_avg", "uniform"),
-            fc_init=_torch_linear_init(),
-            proj_init=_torch_linear_init(),
+            attention_init=nn.initializers.variance_scaling(0.5, "fan_avg", "uniform"),
+            mlp_init=torch_linear_init(),
         )
     return fields
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(AttentionModel):
     """CLIP's image tower: conv1 -> [class; patches] + pos -> ln_pre -> blocks -> ln_post(class)
     -> proj. Returns (unnormalized embedding [B, E], tokens after the blocks [B, N + 1, w])."""
 
@@ -296,8 +171,6 @@ class VisionTransformer(nn.Module):
     activation: str = "quick_gelu"
     layernorm_epsilon: float = 1e-5
     sow_weights: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool = False) -> tuple[jax.Array, jax.Array]:
@@ -308,7 +181,7 @@ class VisionTransformer(nn.Module):
             strides=(p, p),
             padding="VALID",
             use_bias=False,
-            kernel_init=_torch_linear_init(),
+            kernel_init=torch_linear_init(),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="conv1",
@@ -325,11 +198,12 @@ class VisionTransformer(nn.Module):
         )
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, w)), x], axis=1)
         x = x + pos.astype(x.dtype)
-        x = layer_norm32(self.layernorm_epsilon, self.param_dtype, name="ln_pre")(x)
-        x = Transformer(
+        x = layer_norm32(self.layernorm_epsilon, self.param_dtype, name="ln_pre")(x).astype(x.dtype)
+        x, _ = BlockStack(
             self.layers,
-            self.num_heads,
             _block_fields(self, w, self.layers, openai_text_init=False),
+            block_name="resblocks_{i}",
+            param_dtype=self.param_dtype,
             name="transformer",
         )(x, train=train)
         pooled = layer_norm32(self.layernorm_epsilon, self.param_dtype, name="ln_post")(x[:, 0])
@@ -344,9 +218,9 @@ class VisionTransformer(nn.Module):
         return embed, x
 
 
-class TextTransformer(nn.Module):
+class TextTransformer(AttentionModel):
     """Token + position embedding -> blocks -> ln_final: the text tower up to (not including) the
-    pooling, shared by CLIP (causal) and the masked-LM encoder (bidirectional).
+    pooling, shared by CLIP (`causal`) and the masked-LM encoder (bidirectional).
 
     Returns the final hidden states [B, T, w]; `attend(h)` gives h @ token_embedding^T.
     """
@@ -361,9 +235,8 @@ class TextTransformer(nn.Module):
     layernorm_epsilon: float = 1e-5
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
+    causal: bool = True
     sow_weights: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def setup(self):
         self.token_embedding = nn.Embed(
@@ -379,21 +252,17 @@ class TextTransformer(nn.Module):
             (self.context_length, self.width),
             self.param_dtype,
         )
-        self.transformer = Transformer(
+        self.transformer = BlockStack(
             self.layers,
-            self.num_heads,
             _block_fields(self, self.width, self.layers, openai_text_init=True),
+            block_name="resblocks_{i}",
+            param_dtype=self.param_dtype,
         )
         self.ln_final = layer_norm32(self.layernorm_epsilon, self.param_dtype)
         self.embedding_dropout = nn.Dropout(self.dropout_rate)
 
     def __call__(
-        self,
-        tokens: jax.Array,
-        mask: jax.Array | None = None,
-        *,
-        causal: bool = True,
-        train: bool = False,
+        self, tokens: jax.Array, mask: jax.Array | None = None, *, train: bool = False
     ) -> jax.Array:
         t = tokens.shape[-1]
         if t > self.context_length:
@@ -404,7 +273,7 @@ class TextTransformer(nn.Module):
         x = self.token_embedding(tokens)  # [B, T, w]
         x = x + self.positional_embedding[:t].astype(x.dtype)
         x = self.embedding_dropout(x, deterministic=not train)
-        x = self.transformer(x, mask, causal=causal, train=train)
+        x, _ = self.transformer(x, mask=mask, train=train)
         return self.ln_final(x)
 
     def attend(self, hidden: jax.Array) -> jax.Array:
@@ -412,7 +281,23 @@ class TextTransformer(nn.Module):
         return self.token_embedding.attend(hidden)
 
 
-class CLIP(nn.Module):
+_TOWER_INPUTS = frozenset(
+    {"conv1", "class_embedding", "positional_embedding", "ln_pre", "token_embedding"}
+)
+
+
+def clip_layer_index(path: str) -> int | None:
+    """`CLIP.layer_index`: the same ids in both towers, "visual/..." and "text/..."."""
+    parts = path.split("/")
+    if len(parts) < 2 or parts[0] not in ("visual", "text"):
+        return None
+    if parts[1] in _TOWER_INPUTS:
+        return 0
+    block = re.fullmatch(r"resblocks_(\d+)", parts[2]) if parts[1] == "transformer" else None
+    return int(block[1]) + 1 if block else None
+
+
+class CLIP(AttentionModel):
     """Image and text towers with a shared embedding space (Fig. 3; module docstring).
 
     Attributes:
@@ -434,8 +319,8 @@ class CLIP(nn.Module):
       eot_id: None pools at argmax(token ids); an int pools at the first position equal to it.
       layernorm_epsilon: 1e-5, PyTorch's default, as in the released code.
       sow_weights: sow attention weights of every block into 'intermediates'.
-      dtype: computation dtype; LayerNorms and the logits stay in float32.
-      param_dtype: parameter dtype.
+      (and `blocks.AttentionModel`'s attention_fn, attention_impl, dtype, param_dtype, shared by
+      both towers; LayerNorms and the logits stay in float32)
     """
 
     embed_dim: int
@@ -454,8 +339,6 @@ class CLIP(nn.Module):
     eot_id: int | None = None
     layernorm_epsilon: float = 1e-5
     sow_weights: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -478,8 +361,7 @@ class CLIP(nn.Module):
             activation=self.activation,
             layernorm_epsilon=self.layernorm_epsilon,
             sow_weights=self.sow_weights,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.shared_fields(),
         )
         self.visual = VisionTransformer(
             patch_size=self.patch_size,
@@ -495,6 +377,7 @@ class CLIP(nn.Module):
             width=self.text_width,
             layers=self.text_layers,
             num_heads=self.text_heads or max(self.text_width // 64, 1),
+            causal=True,
             **common,
         )
         self.text_projection = nn.Dense(
@@ -507,6 +390,12 @@ class CLIP(nn.Module):
         self.logit_scale = self.param(
             "logit_scale", nn.initializers.constant(LOGIT_SCALE_INIT), (), jnp.float32
         )
+
+    def layer_index(self, path: str) -> int | None:
+        """BEiT's layer id of a parameter for layer-wise lr decay (train/optim.py), per tower:
+        0 for the embeddings and `ln_pre`, l + 1 in block l, None above the blocks (final norms,
+        projections, logit scale)."""
+        return clip_layer_index(path)
 
     # -- towers -----------------------------------------------------------------------------------
     def image_features(self, images: jax.Array, *, train: bool = False) -> jax.Array:
@@ -524,7 +413,7 @@ class CLIP(nn.Module):
         """Unnormalized text embeddings T_f W_t [B, E], T_f at the EOT position."""
         if tokens.ndim != 2:
             raise ValueError(f"CLIP tokens must be [B, T], got shape {tokens.shape}")
-        x = self.text(tokens, causal=True, train=train)  # [B, T, tw]
+        x = self.text(tokens, train=train)  # [B, T, tw], causal
         pooled = x[jnp.arange(x.shape[0]), eot_positions(tokens, self.eot_id)]  # [B, tw]
         return self.text_projection(pooled)
 
@@ -572,7 +461,7 @@ class CLIP(nn.Module):
         return logits, aux
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(AttentionModel):
     """Bidirectional text encoder with BERT's masked-LM head; returns (logits [B, T, V], aux).
 
     Keys at `pad_id` are masked in every attention layer. The head is Dense(w) -> GELU ->
@@ -591,6 +480,7 @@ class TextEncoder(nn.Module):
       attention_dropout_rate: dropout on the attention weights (BERT: 0.1).
       pad_id: the padding id whose keys are masked.
       sow_weights: sow attention weights into 'intermediates'.
+      (and `blocks.AttentionModel`'s attention_fn, attention_impl, dtype, param_dtype)
     """
 
     vocab_size: int
@@ -605,8 +495,6 @@ class TextEncoder(nn.Module):
     attention_dropout_rate: float = 0.1
     pad_id: int = 0
     sow_weights: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -645,13 +533,13 @@ class TextEncoder(nn.Module):
             layernorm_epsilon=self.layernorm_epsilon,
             dropout_rate=self.dropout_rate,
             attention_dropout_rate=self.attention_dropout_rate,
+            causal=False,
             sow_weights=self.sow_weights,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
             name="text",
+            **self.shared_fields(),
         )
         keys = (tokens != self.pad_id)[:, None, None, :]  # [B, 1, 1, T]
-        hidden = text(tokens, keys, causal=False, train=train)
+        hidden = text(tokens, keys, train=train)
         h = nn.Dense(
             self.width,
             kernel_init=nn.initializers.normal(0.02),
@@ -659,7 +547,7 @@ class TextEncoder(nn.Module):
             param_dtype=self.param_dtype,
             name="mlm_transform",
         )(hidden)
-        h = _activation(self.activation)(h)
+        h = activation_fn(self.activation)(h)
         h = layer_norm32(self.layernorm_epsilon, self.param_dtype, name="mlm_norm")(h)
         bias = self.param("mlm_bias", nn.initializers.zeros_init(), (self.vocab_size,))
         logits = text.attend(h).astype(jnp.float32) + bias
@@ -687,50 +575,47 @@ def rank_captions(model: CLIP, params: Any, images: jax.Array, tokens: jax.Array
 # The released models (the paper's CLIP-ViT hyperparameter table; openai/CLIP model cards):
 # 224 px, context 77, V = 49408.
 _OPENAI_TEXT = dict(vocab_size=49408, context_length=77, text_layers=12, image_size=224)
-CLIP_VARIANTS: dict[str, dict[str, Any]] = {
-    "B/32": dict(
-        _OPENAI_TEXT,
-        embed_dim=512,
-        patch_size=32,
-        vision_width=768,
-        vision_layers=12,
-        text_width=512,
-    ),
-    "B/16": dict(
-        _OPENAI_TEXT,
-        embed_dim=512,
-        patch_size=16,
-        vision_width=768,
-        vision_layers=12,
-        text_width=512,
-    ),
-    "L/14": dict(
-        _OPENAI_TEXT,
-        embed_dim=768,
-        patch_size=14,
-        vision_width=1024,
-        vision_layers=24,
-        text_width=768,
-    ),
-}
+CLIP_VARIANTS = VariantTable(
+    "CLIP",
+    "Radford et al. 2021, Table 20 (CLIP-ViT hyperparameters) and the released models",
+    {
+        "B/32": dict(
+            _OPENAI_TEXT,
+            embed_dim=512,
+            patch_size=32,
+            vision_width=768,
+            vision_layers=12,
+            text_width=512,
+        ),
+        "B/16": dict(
+            _OPENAI_TEXT,
+            embed_dim=512,
+            patch_size=16,
+            vision_width=768,
+            vision_layers=12,
+            text_width=512,
+        ),
+        "L/14": dict(
+            _OPENAI_TEXT,
+            embed_dim=768,
+            patch_size=14,
+            vision_width=1024,
+            vision_layers=24,
+            text_width=768,
+        ),
+    },
+)
 # Trainable parameters of the released models (FAITHFULNESS sec. 14/17; B/32 = the notebook's).
 CLIP_PARAM_COUNTS = {"B/32": 151_277_313, "B/16": 149_620_737, "L/14": 427_616_513}
 
-# A BERT-style encoder sized like CLIP's text tower (for the digit captions, sizes from data).
-TEXT_MLM_VARIANTS: dict[str, dict[str, Any]] = {
-    "tiny": dict(width=128, layers=4, num_heads=4),
-    "base": dict(width=768, layers=12, num_heads=12),  # BERT-base (Devlin et al. 2019, sec. 3)
-}
-
-
-def _decode(table: dict[str, dict[str, Any]], what: str, variant: str | None, overrides) -> dict:
-    kwargs: dict[str, Any] = {}
-    if variant is not None:
-        if variant not in table:
-            raise ValueError(f"unknown {what} variant {variant!r}; valid: {sorted(table)}")
-        kwargs.update(table[variant])
-    kwargs.update({k: v for k, v in overrides.items() if v is not None})
-    return kwargs
+TEXT_MLM_VARIANTS = VariantTable(
+    "text_mlm",
+    "Devlin et al. 2019, sec. 3 (BERT-base); tiny: ours, sized for the digit captions",
+    {
+        "tiny": dict(width=128, layers=4, num_heads=4),
+        "base": dict(width=768, layers=12, num_heads=12),
+    },
+)
 
 
 def clip_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
@@ -740,7 +625,7 @@ def clip_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     Raises:
       ValueError: if the variant is unknown.
     """
-    return _decode(CLIP_VARIANTS, "CLIP", variant, overrides)
+    return preset_kwargs(CLIP_VARIANTS, variant, overrides)
 
 
 def text_mlm_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
@@ -749,7 +634,7 @@ def text_mlm_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     Raises:
       ValueError: if the variant is unknown.
     """
-    return _decode(TEXT_MLM_VARIANTS, "text_mlm", variant, overrides)
+    return preset_kwargs(TEXT_MLM_VARIANTS, variant, overrides)
 
 
 def clip_param_count(variant: str, image_size: int | None = None) -> int:

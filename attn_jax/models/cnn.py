@@ -27,17 +27,25 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from attn_jax.models.variants import preset_kwargs
+from attn_jax.models.variants import VariantTable, preset_kwargs
 
 # Presets: "digits" is the default used by experiments/cnn_digits.py and by the STN's classifier.
-CNN_VARIANTS: dict[str, dict[str, Any]] = {
-    "digits": {"features": (32, 64), "kernel_size": 3, "dense": 128, "num_classes": 10},
-    "tiny": {"features": (8, 16), "kernel_size": 3, "dense": 32, "num_classes": 10},
-}
-MLP_VARIANTS: dict[str, dict[str, Any]] = {
-    "digits": {"hidden": (256, 256), "num_classes": 10},
-    "tiny": {"hidden": (64,), "num_classes": 10},
-}
+CNN_VARIANTS = VariantTable(
+    "cnn",
+    "ours: the digits experiments",
+    {
+        "digits": {"features": (32, 64), "kernel_size": 3, "dense": 128, "num_classes": 10},
+        "tiny": {"features": (8, 16), "kernel_size": 3, "dense": 32, "num_classes": 10},
+    },
+)
+MLP_VARIANTS = VariantTable(
+    "mlp",
+    "ours: the digits experiments",
+    {
+        "digits": {"hidden": (256, 256), "num_classes": 10},
+        "tiny": {"hidden": (64,), "num_classes": 10},
+    },
+)
 
 
 def _check_images(model: str, x: jax.Array) -> None:
@@ -119,7 +127,7 @@ def cnn_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     Raises:
       ValueError: unknown variant, in one line naming the valid ones.
     """
-    return preset_kwargs(CNN_VARIANTS, "cnn", variant, overrides)
+    return preset_kwargs(CNN_VARIANTS, variant, overrides)
 
 
 def mlp_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
@@ -128,7 +136,7 @@ def mlp_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     Raises:
       ValueError: unknown variant, in one line naming the valid ones.
     """
-    return preset_kwargs(MLP_VARIANTS, "mlp", variant, overrides)
+    return preset_kwargs(MLP_VARIANTS, variant, overrides)
 
 
 def cnn_param_count(

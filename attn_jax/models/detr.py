@@ -40,14 +40,18 @@ decoder layer in aux["layer_logits"] [L, B, Q, K+1] and aux["layer_boxes"] [L, B
 auxiliary decoding losses of sec. 3.2; the last entry equals the output), the normalised decoder
 outputs aux["decoder_outputs"] [L, B, Q, d], the projected feature map aux["features"]
 [B, h, w, d] and its validity aux["feature_mask"] [B, h, w]. With
-`sow_attention` the decoder's cross-attention weights [B, heads, Q, hw] are sown as
-('intermediates', 'attention').
+`sow_attention` the decoder's attention weights are sown as ('intermediates', 'attention'): the
+self-attention's [B, heads, Q, Q] under `self_attention`, the cross-attention's [B, heads, Q, hw]
+under `cross_attention`.
+
+The encoder and decoder layers are post-norm `attn_jax.models.blocks.TransformerBlock`s under the
+official code's names (`DETR_ENCODER_NAMES`, `DETR_DECODER_NAMES`), so the model's
+`attention_fn` and `attention_impl` reach all of their attention.
 """
 
 from __future__ import annotations
 
-import functools
-import math
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -55,63 +59,58 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_jax.attention.dot_product import scaled_dot_product_attention
 from attn_jax.attention.positional import sine_position_encoding_2d
+from attn_jax.models.blocks import (
+    AttentionModel,
+    BlockNames,
+    stack_blocks,
+    torch_bias_init,
+    torch_linear_init,
+)
 from attn_jax.models.resnet import NORMS, RESNET_VARIANTS, ResNet, resnet_kwargs
-from attn_jax.models.variants import preset_kwargs
+from attn_jax.models.variants import VariantTable, preset_kwargs
 
 Initializer = Any
 
 # Carion et al. 2020, sec. 4 and Table 1: d = 256, 8 heads, FFN 2048, 6 + 6 layers, 100 queries,
 # dropout 0.1 on a ResNet-50 (or -101) with frozen batch norm. "R18" swaps the backbone for a
 # lighter one; "digits" is a small model for 64x64 digit canvases (stride 8: an 8x8 map).
-DETR_VARIANTS: dict[str, dict[str, Any]] = {
-    "R50": dict(
-        backbone="resnet50",
-        backbone_norm="frozen_batch",
-        d_model=256,
-        num_heads=8,
-        d_ff=2048,
-        num_encoder_layers=6,
-        num_decoder_layers=6,
-        num_queries=100,
-        dropout_rate=0.1,
-    ),
-    "R18": dict(backbone="resnet18", backbone_norm="frozen_batch"),
-    "digits": dict(
-        backbone="resnet18",
-        backbone_stage_sizes=(1, 1),
-        backbone_width=32,
-        backbone_norm="group",
-        d_model=64,
-        num_heads=4,
-        d_ff=256,
-        num_encoder_layers=2,
-        num_decoder_layers=2,
-        num_queries=10,
-    ),
-}
+DETR_VARIANTS = VariantTable(
+    "DETR",
+    "Carion et al. 2020, sec. 4 and Table 1",
+    {
+        "R50": dict(
+            backbone="resnet50",
+            backbone_norm="frozen_batch",
+            d_model=256,
+            num_heads=8,
+            d_ff=2048,
+            num_encoder_layers=6,
+            num_decoder_layers=6,
+            num_queries=100,
+            dropout_rate=0.1,
+        ),
+        "R18": dict(backbone="resnet18", backbone_norm="frozen_batch"),
+        "digits": dict(
+            backbone="resnet18",
+            backbone_stage_sizes=(1, 1),
+            backbone_width=32,
+            backbone_norm="group",
+            d_model=64,
+            num_heads=4,
+            d_ff=256,
+            num_encoder_layers=2,
+            num_decoder_layers=2,
+            num_queries=10,
+        ),
+    },
+)
 
 # Parameters of DETR-R50 at 91 classes (module docstring): all of the 'params' collection, and the
 # trainable ones with the stem and stage 1 frozen, as the official repository prints.
 PUBLISHED_PARAMS: dict[str, dict[str, int]] = {
     "R50": {"params": 41_524_768, "trainable": 41_302_368},
 }
-
-
-def torch_default_kernel_init() -> Initializer:
-    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): torch's default for Linear and Conv weights."""
-    return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-def torch_default_bias_init(fan_in: int) -> Initializer:
-    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): torch's default for Linear and Conv biases."""
-    bound = 1.0 / math.sqrt(fan_in)
-
-    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
 
 
 def resize_mask_nearest(mask: jax.Array, size: tuple[int, int]) -> jax.Array:
@@ -123,182 +122,21 @@ def resize_mask_nearest(mask: jax.Array, size: tuple[int, int]) -> jax.Array:
     return mask[:, rows][:, :, cols]
 
 
-def _with_pos(x: jax.Array, pos: jax.Array | None) -> jax.Array:
-    return x if pos is None else x + pos.astype(x.dtype)
+# The names of DETR's checkpoints (models/transformer.py of the official code).
+DETR_ENCODER_NAMES = BlockNames(
+    self_norm="norm1",
+    self_attention="self_attention",
+    mlp_norm="norm2",
+    mlp="ffn",
+    fc1="linear1",
+    fc2="linear2",
+)
+DETR_DECODER_NAMES = dataclasses.replace(DETR_ENCODER_NAMES, cross_norm="norm2", mlp_norm="norm3")
 
 
-class PositionalAttention(nn.Module):
-    """Multi-head attention with the positional encodings of DETR: the query input is
-    inputs_q + query_pos, the key input is inputs_kv + key_pos, the value input is inputs_kv alone.
-
-    The parameters are `query`, `key`, `value` ([D, H, Dh]) and `out` ([H, Dh, D]), the layout of
-    `attn_jax.attention.MultiHeadAttention` and flax.
-
-    Attributes:
-      num_heads: the number of heads; must divide the input width.
-      dropout_rate: dropout on the attention weights (with `train`).
-      sow_weights: sow the attention weights [B, H, Tq, Tk] as ('intermediates', 'attention').
-    """
-
-    num_heads: int
-    dropout_rate: float = 0.0
-    sow_weights: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(
-        self,
-        inputs_q: jax.Array,
-        inputs_kv: jax.Array,
-        *,
-        query_pos: jax.Array | None = None,
-        key_pos: jax.Array | None = None,
-        mask: jax.Array | None = None,
-        train: bool = False,
-    ) -> jax.Array:
-        """Attends from inputs_q [B, Tq, D] to inputs_kv [B, Tk, D].
-
-        Args:
-          inputs_q: [B, Tq, D].
-          inputs_kv: [B, Tk, D], the content of keys and values.
-          query_pos: [B | 1, Tq, D] added to the query input only.
-          key_pos: [B | 1, Tk, D] added to the key input only.
-          mask: bool, broadcastable to [B, H, Tq, Tk], True = may attend.
-          train: apply attention dropout (needs the 'dropout' stream).
-
-        Returns:
-          [B, Tq, D].
-        """
-        width = inputs_q.shape[-1]
-        assert width % self.num_heads == 0, "checked by DETR"
-        projection = functools.partial(
-            nn.DenseGeneral,
-            features=(self.num_heads, width // self.num_heads),
-            kernel_init=nn.initializers.xavier_uniform(),
-            bias_init=nn.initializers.zeros_init(),
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
-        q = projection(name="query")(_with_pos(inputs_q, query_pos))  # [B, Tq, H, Dh]
-        k = projection(name="key")(_with_pos(inputs_kv, key_pos))  # [B, Tk, H, Dh]
-        v = projection(name="value")(inputs_kv)  # [B, Tk, H, Dh]: content, no position
-        apply_dropout = train and self.dropout_rate > 0.0
-        result = scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            mask=mask,
-            dropout_rate=self.dropout_rate,
-            dropout_rng=self.make_rng("dropout") if apply_dropout else None,
-            deterministic=not apply_dropout,
-            return_weights=self.sow_weights,
-        )
-        if self.sow_weights:
-            result, weights = result
-            self.sow("intermediates", "attention", weights)
-        return nn.DenseGeneral(
-            width,
-            axis=(-2, -1),
-            kernel_init=nn.initializers.xavier_uniform(),
-            bias_init=nn.initializers.zeros_init(),
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="out",
-        )(result)
-
-
-class FeedForward(nn.Module):
-    """Linear_2(Dropout(ReLU(Linear_1(x)))), d -> d_ff -> d (DETR's transformer FFN)."""
-
-    d_ff: int
-    dropout_rate: float = 0.1
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        width = x.shape[-1]
-        dense = functools.partial(
-            nn.Dense,
-            kernel_init=nn.initializers.xavier_uniform(),
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
-        h = nn.relu(dense(self.d_ff, bias_init=torch_default_bias_init(width), name="linear1")(x))
-        h = nn.Dropout(self.dropout_rate)(h, deterministic=not train)
-        return dense(width, bias_init=torch_default_bias_init(self.d_ff), name="linear2")(h)
-
-
-class EncoderLayer(nn.Module):
-    """Post-norm encoder layer with the position added to queries and keys (module docstring)."""
-
-    num_heads: int
-    d_ff: int
-    dropout_rate: float = 0.1
-    epsilon: float = 1e-5
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(
-        self, x: jax.Array, pos: jax.Array, mask: jax.Array, *, train: bool = False
-    ) -> jax.Array:
-        drop = lambda h: nn.Dropout(self.dropout_rate)(h, deterministic=not train)
-        norm = functools.partial(nn.LayerNorm, epsilon=self.epsilon, dtype=self.dtype)
-        h = PositionalAttention(
-            self.num_heads, self.dropout_rate, dtype=self.dtype, name="self_attention"
-        )(x, x, query_pos=pos, key_pos=pos, mask=mask, train=train)
-        x = norm(name="norm1")(x + drop(h))
-        h = FeedForward(self.d_ff, self.dropout_rate, dtype=self.dtype, name="ffn")(x, train=train)
-        return norm(name="norm2")(x + drop(h))
-
-
-class DecoderLayer(nn.Module):
-    """Post-norm decoder layer: self-attention among the object queries, cross-attention to the
-    memory, FFN (module docstring)."""
-
-    num_heads: int
-    d_ff: int
-    dropout_rate: float = 0.1
-    epsilon: float = 1e-5
-    sow_attention: bool = False
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(
-        self,
-        tgt: jax.Array,
-        memory: jax.Array,
-        query_pos: jax.Array,
-        pos: jax.Array,
-        memory_mask: jax.Array,
-        *,
-        train: bool = False,
-    ) -> jax.Array:
-        drop = lambda h: nn.Dropout(self.dropout_rate)(h, deterministic=not train)
-        norm = functools.partial(nn.LayerNorm, epsilon=self.epsilon, dtype=self.dtype)
-        # No mask among the queries: every object is decoded at once, each seeing all others.
-        h = PositionalAttention(
-            self.num_heads, self.dropout_rate, dtype=self.dtype, name="self_attention"
-        )(tgt, tgt, query_pos=query_pos, key_pos=query_pos, train=train)
-        tgt = norm(name="norm1")(tgt + drop(h))
-        h = PositionalAttention(
-            self.num_heads,
-            self.dropout_rate,
-            sow_weights=self.sow_attention,
-            dtype=self.dtype,
-            name="cross_attention",
-        )(tgt, memory, query_pos=query_pos, key_pos=pos, mask=memory_mask, train=train)
-        tgt = norm(name="norm2")(tgt + drop(h))
-        h = FeedForward(self.d_ff, self.dropout_rate, dtype=self.dtype, name="ffn")(
-            tgt, train=train
-        )
-        return norm(name="norm3")(tgt + drop(h))
-
-
-class DetrTransformer(nn.Module):
-    """DETR's encoder-decoder: returns the shared-norm output of every decoder layer and the
-    memory.
+class DetrTransformer(AttentionModel):
+    """DETR's encoder-decoder (post-norm `blocks.TransformerBlock`s): returns the shared-norm
+    output of every decoder layer and the memory.
 
     Attributes:
       num_heads: heads of every attention layer.
@@ -307,8 +145,8 @@ class DetrTransformer(nn.Module):
       num_decoder_layers: decoder depth.
       dropout_rate: attention-weight, FFN and residual dropout.
       epsilon: LayerNorm epsilon (torch's 1e-5).
-      sow_attention: sow the decoder's cross-attention weights.
-      dtype: computation dtype.
+      sow_attention: sow the decoder's attention weights (self and cross).
+      (and `blocks.AttentionModel`'s attention_fn, attention_impl, dtype, param_dtype)
     """
 
     num_heads: int = 8
@@ -318,7 +156,6 @@ class DetrTransformer(nn.Module):
     dropout_rate: float = 0.1
     epsilon: float = 1e-5
     sow_attention: bool = False
-    dtype: Any = None
 
     @nn.compact
     def __call__(
@@ -342,34 +179,58 @@ class DetrTransformer(nn.Module):
         Returns:
           (hs [L, B, Q, d]: every decoder layer's output after the shared norm, memory [B, T, d]).
         """
+        d = src.shape[-1]
+        block = dict(
+            num_heads=self.num_heads,
+            mlp_dim=self.d_ff,
+            pre_norm=False,
+            activation="relu",
+            dropout_rate=self.dropout_rate,
+            mlp_dropout_rate=self.dropout_rate,
+            attention_dropout_rate=self.dropout_rate,
+            layernorm_epsilon=self.epsilon,
+            mlp_bias_init=torch_bias_init(d),
+            mlp_out_bias_init=torch_bias_init(self.d_ff),
+            train=train,
+            **self.shared_fields(),
+        )
         key_mask = valid[:, None, None, :]  # [B, 1, 1, T]
-        memory = src
-        for i in range(self.num_encoder_layers):
-            memory = EncoderLayer(
-                self.num_heads,
-                self.d_ff,
-                self.dropout_rate,
-                self.epsilon,
-                dtype=self.dtype,
-                name=f"encoder_layer{i}",
-            )(memory, pos, key_mask, train=train)
+        memory, _ = stack_blocks(
+            src,
+            depth=self.num_encoder_layers,
+            block=dict(block, names=DETR_ENCODER_NAMES),
+            name="encoder_layer{i}",
+            mask=key_mask,
+            query_pos=pos,
+        )
         query_pos = jnp.broadcast_to(query_embed, (src.shape[0], *query_embed.shape))
+        # tgt starts at zeros; no mask among the queries: every object is decoded at once.
         tgt = jnp.zeros_like(query_pos, dtype=memory.dtype)
+        _, layers = stack_blocks(
+            tgt,
+            depth=self.num_decoder_layers,
+            block=dict(
+                block,
+                names=DETR_DECODER_NAMES,
+                cross_attention=True,
+                sow_weights=self.sow_attention,
+                return_tokens=True,
+            ),
+            name="decoder_layer{i}",
+            memory=memory,
+            memory_mask=key_mask,
+            query_pos=query_pos,
+            memory_pos=pos,
+        )
         # One norm, shared: its parameters are reused for every layer's intermediate output.
-        decoder_norm = nn.LayerNorm(epsilon=self.epsilon, dtype=self.dtype, name="decoder_norm")
-        outputs = []
-        for i in range(self.num_decoder_layers):
-            tgt = DecoderLayer(
-                self.num_heads,
-                self.d_ff,
-                self.dropout_rate,
-                self.epsilon,
-                sow_attention=self.sow_attention,
-                dtype=self.dtype,
-                name=f"decoder_layer{i}",
-            )(tgt, memory, query_pos, pos, key_mask, train=train)
-            outputs.append(decoder_norm(tgt))
-        return jnp.stack(outputs), memory
+        decoder_norm = nn.LayerNorm(
+            epsilon=self.epsilon,
+            dtype=jnp.float32,
+            param_dtype=self.param_dtype,
+            name="decoder_norm",
+        )
+        outputs = [decoder_norm(layers[f"block{i:02d}"]) for i in range(self.num_decoder_layers)]
+        return jnp.stack(outputs).astype(memory.dtype), memory
 
 
 class BoxMLP(nn.Module):
@@ -387,8 +248,8 @@ class BoxMLP(nn.Module):
             fan_in = x.shape[-1]
             x = nn.Dense(
                 self.out if i == self.num_layers - 1 else self.hidden,
-                kernel_init=torch_default_kernel_init(),
-                bias_init=torch_default_bias_init(fan_in),
+                kernel_init=torch_linear_init(),
+                bias_init=torch_bias_init(fan_in),
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name=f"layer{i}",
@@ -398,7 +259,7 @@ class BoxMLP(nn.Module):
         return x
 
 
-class DETR(nn.Module):
+class DETR(AttentionModel):
     """DEtection TRansformer (Carion et al. 2020); see the module docstring.
 
     Attributes:
@@ -425,8 +286,9 @@ class DETR(nn.Module):
         rather than "SAME" (attn_jax/models/resnet.py); set by converted torch checkpoints.
       backbone_stage: the stage (1-based) whose map feeds the transformer; None = the last one.
         Stages after it are not built. Stride = stem stride x 2^(stage - 1).
-      sow_attention: sow the decoder's cross-attention weights (explicit attention path).
-      dtype: computation dtype (outputs are float32).
+      sow_attention: sow the decoder's attention weights (explicit attention path).
+      (and `blocks.AttentionModel`'s attention_fn, attention_impl, dtype, param_dtype; outputs
+      are float32)
     """
 
     num_classes: int | None = None
@@ -449,7 +311,6 @@ class DETR(nn.Module):
     backbone_symmetric_padding: bool = False
     backbone_stage: int | None = None
     sow_attention: bool = False
-    dtype: Any = None
 
     def __post_init__(self):
         # Checked at construction, so that a bad config fails while it is read.
@@ -534,8 +395,9 @@ class DETR(nn.Module):
             norm=self.backbone_norm,
             norm_groups=self.backbone_norm_groups,
             symmetric_padding=self.backbone_symmetric_padding,
-            include_head=False,
+            num_classes=0,
             dtype=self.dtype,
+            param_dtype=self.param_dtype,
             name="backbone",
         )(images, train=train)
         features = maps[f"stage{stage}"]  # [B, h, w, C]
@@ -543,9 +405,10 @@ class DETR(nn.Module):
         features = nn.Conv(
             self.d_model,
             (1, 1),
-            kernel_init=torch_default_kernel_init(),
-            bias_init=torch_default_bias_init(features.shape[-1]),
+            kernel_init=torch_linear_init(),
+            bias_init=torch_bias_init(features.shape[-1]),
             dtype=self.dtype,
+            param_dtype=self.param_dtype,
             name="input_proj",
         )(features)  # [B, h, w, d]
         pos = sine_position_encoding_2d(
@@ -553,7 +416,10 @@ class DETR(nn.Module):
         )
         h, w = features.shape[1:3]
         query_embed = self.param(
-            "query_embed", nn.initializers.normal(1.0), (self.num_queries, self.d_model)
+            "query_embed",
+            nn.initializers.normal(1.0),
+            (self.num_queries, self.d_model),
+            self.param_dtype,
         )
         hs, _ = DetrTransformer(
             num_heads=self.num_heads,
@@ -563,8 +429,8 @@ class DETR(nn.Module):
             dropout_rate=self.dropout_rate,
             epsilon=self.layer_norm_epsilon,
             sow_attention=self.sow_attention,
-            dtype=self.dtype,
             name="transformer",
+            **self.shared_fields(),
         )(
             features.reshape(batch, h * w, self.d_model),  # [B, hw, d]
             pos.reshape(batch, h * w, self.d_model),
@@ -574,13 +440,16 @@ class DETR(nn.Module):
         )  # hs: [L, B, Q, d]
         layer_logits = nn.Dense(
             self.num_classes + 1,
-            kernel_init=torch_default_kernel_init(),
-            bias_init=torch_default_bias_init(self.d_model),
+            kernel_init=torch_linear_init(),
+            bias_init=torch_bias_init(self.d_model),
             dtype=self.dtype,
+            param_dtype=self.param_dtype,
             name="class_embed",
         )(hs).astype(jnp.float32)
         layer_boxes = nn.sigmoid(
-            BoxMLP(self.d_model, dtype=self.dtype, name="bbox_embed")(hs).astype(jnp.float32)
+            BoxMLP(self.d_model, dtype=self.dtype, param_dtype=self.param_dtype, name="bbox_embed")(
+                hs
+            ).astype(jnp.float32)
         )
         aux = {
             "layer_logits": layer_logits,
@@ -598,21 +467,17 @@ def detr_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     Raises:
       ValueError: unknown variant.
     """
-    return preset_kwargs(DETR_VARIANTS, "DETR", variant, overrides)
+    return preset_kwargs(DETR_VARIANTS, variant, overrides)
 
 
 __all__ = [
     "DETR",
     "DETR_VARIANTS",
     "PUBLISHED_PARAMS",
+    "DETR_DECODER_NAMES",
+    "DETR_ENCODER_NAMES",
     "BoxMLP",
-    "DecoderLayer",
     "DetrTransformer",
-    "EncoderLayer",
-    "FeedForward",
-    "PositionalAttention",
     "detr_kwargs",
     "resize_mask_nearest",
-    "torch_default_bias_init",
-    "torch_default_kernel_init",
 ]

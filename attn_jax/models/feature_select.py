@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_jax.attention.feature_selection import FeatureGate
+from attn_jax.models.variants import VariantTable, preset_kwargs
 
 
 class FeatureSelectMLP(nn.Module):
@@ -103,6 +104,9 @@ class FeatureSelectMLP(nn.Module):
         return path
 
 
+FEATURE_SELECT_VARIANTS = VariantTable("feature_select", "no presets: k and widths are set", {})
+
+
 def feature_select_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     """FeatureSelectMLP kwargs from the config; there are no presets.
 
@@ -113,7 +117,7 @@ def feature_select_kwargs(variant: str | None, **overrides: Any) -> dict[str, An
         raise ValueError(
             f"model 'feature_select' has no variants (got {variant!r}); leave variant unset"
         )
-    kwargs = {key: value for key, value in overrides.items() if value is not None}
+    kwargs = preset_kwargs(FEATURE_SELECT_VARIANTS, variant, overrides)
     k = kwargs.get("k", 16)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"feature_select k must be a positive integer, got {k!r}; e.g. k=16")

@@ -31,21 +31,33 @@ Parameter counts of the "B/16" preset (224 px, 3 channels) match the official mo
 encoder 85,647,360 trainable, decoder 26,008,320 (the sin-cos tables are constants, not counted).
 
 Both models keep their encoder as the submodule "encoder", an `attn_jax.models.vit.ViT` with
-`num_classes=0`, so a fine-tuning run loads `params["encoder"]` into a ViT classifier of the same
-fields (`init_from_prefix="encoder"`).
+`num_classes=0` built from the nested config `encoder` (ViT fields, or a ViT variant), so a
+fine-tuning run loads `params["encoder"]` into a ViT classifier of the same fields
+(`init_from_prefix="encoder"`). MAE's decoder blocks are `blocks.stack_blocks` with ViT's names.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from attn_jax.attention.positional import sincos_2d_posemb
-from attn_jax.models.vit import POSEMBS, EncoderBlock, ViT, patchify, vit_kwargs
+from attn_jax.models.blocks import AttentionModel, stack_blocks
+from attn_jax.models.variants import VariantTable, check_fields, merge_fields, preset_kwargs
+from attn_jax.models.vit import (
+    POSEMBS,
+    VIT_BLOCK_NAMES,
+    ViT,
+    patchify,
+    vit_kwargs,
+    vit_layer_index,
+)
 
 
 # -- pure functions -------------------------------------------------------------------------------
@@ -176,13 +188,6 @@ def _mask_key(module: nn.Module) -> jax.Array:
     return jax.random.key(0)
 
 
-def _check_posemb(model: nn.Module) -> None:
-    if model.posemb not in POSEMBS:
-        raise ValueError(
-            f"{type(model).__name__} posemb={model.posemb!r} is not one of {list(POSEMBS)}"
-        )
-
-
 def _check_patch_grid(model: str, images: jax.Array, patch_size: int) -> tuple[int, int]:
     _, h, w, _ = images.shape
     if h % patch_size or w % patch_size:
@@ -194,70 +199,75 @@ def _check_patch_grid(model: str, images: jax.Array, patch_size: int) -> tuple[i
 
 
 # -- models ---------------------------------------------------------------------------------------
-class _MaskedViT(nn.Module):
-    """The encoder fields the two models share; they describe the ViT named "encoder"."""
+class _MaskedViT(AttentionModel):
+    """What the two models share: the encoder, a ViT given by the nested config `encoder`.
 
-    patch_size: int
-    hidden_size: int
-    depth: int
-    num_heads: int
-    mlp_dim: int
-    qkv_features: int | None = None
-    dropout_rate: float = 0.0
-    attention_dropout_rate: float = 0.0
-    posemb: str = "sincos2d"
-    layernorm_epsilon: float = 1e-6
-    gelu_approximate: bool = True
-    scan: bool = False
-    remat: bool = False
-    attention_implementation: str | None = None
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
+    `encoder` holds ViT fields (and optionally a ViT "variant"); `num_classes` is 0 (no head), and
+    the attention function and implementation and the dtypes are the model's own, so that one
+    config line reaches the encoder and the decoder alike.
+    """
+
+    encoder: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    # The encoder defaults of the method (class attribute, not a field).
+    ENCODER_DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def encoder_fields(self) -> dict[str, Any]:
         """The fields of the encoder ViT; a classifier with these (and num_classes) fine-tunes
         from this model's `params["encoder"]`."""
-        return dict(
-            num_classes=0,
-            patch_size=self.patch_size,
-            hidden_size=self.hidden_size,
-            depth=self.depth,
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim,
-            qkv_features=self.qkv_features,
-            dropout_rate=self.dropout_rate,
-            attention_dropout_rate=self.attention_dropout_rate,
-            pool="token",
-            posemb=self.posemb,
-            layernorm_epsilon=self.layernorm_epsilon,
-            gelu_approximate=self.gelu_approximate,
-            scan=self.scan,
-            remat=self.remat,
-            attention_implementation=self.attention_implementation,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
+        fields = dict(self.encoder)
+        check_fields(ViT, fields, f"{type(self).__name__}'s model.encoder")
+        variant = fields.pop("variant", None)
+        fields = vit_kwargs(variant, **merge_fields(self.ENCODER_DEFAULTS, fields))
+        return dict(fields, num_classes=0, **self.shared_fields())
+
+    def layer_index(self, path: str) -> int | slice | None:
+        """The encoder's layer ids (`vit_layer_index`) for layer-wise lr decay; the decoder sits
+        above every layer."""
+        top, _, rest = path.partition("/")
+        return vit_layer_index(rest) if top == "encoder" else None
+
+    @property
+    def patch_size(self) -> int:
+        """The encoder's patch side P (square patches)."""
+        return int(self.encoder_fields()["patch_size"])
+
+    def _check_encoder(self) -> None:
+        fields = self.encoder_fields()
+        for required in ("patch_size", "hidden_size", "depth", "num_heads", "mlp_dim"):
+            if fields.get(required) is None:
+                raise ValueError(
+                    f"{type(self).__name__} encoder misses {required!r}: set "
+                    f"model.encoder.{required} or model.encoder.variant"
+                )
+        if fields.get("posemb", "learned") not in POSEMBS:
+            raise ValueError(
+                f"{type(self).__name__} encoder posemb={fields['posemb']!r} is not one of "
+                f"{list(POSEMBS)}"
+            )
+        ViT(**fields, parent=None)  # the ViT's own checks, while the config is read
 
 
 class SimMIM(_MaskedViT):
     """SimMIM: mask-token ViT encoder and a linear (1x1 conv + PixelShuffle) pixel decoder.
 
-    Attributes (besides the encoder's ViT fields):
-      mask_patch_size: side of a mask unit in pixels (32 in the paper), a multiple of patch_size.
+    Attributes:
+      encoder: the encoder's ViT fields (`_MaskedViT`); its pool is "token" (a class token,
+        dropped before decoding, as the official ViT) or "gap" (no class token).
+      mask_patch_size: side of a mask unit in pixels (32 in the paper), a multiple of the patch.
       mask_ratio: fraction of mask units masked (0.6).
-      pool: the encoder ViT's pool; "token" (a class token, dropped before decoding, as the
-        official ViT) or "gap" (no class token).
     """
 
     mask_patch_size: int = 32
     mask_ratio: float = 0.6
-    pool: str = "token"
-    posemb: str = "learned"
+
+    ENCODER_DEFAULTS: ClassVar[dict[str, Any]] = {"pool": "token", "posemb": "learned"}
 
     def __post_init__(self):
-        _check_posemb(self)
-        if self.pool not in ("token", "gap"):
-            raise ValueError(f"SimMIM pool={self.pool!r} is not one of ['token', 'gap']")
+        self._check_encoder()
+        pool = self.encoder_fields()["pool"]
+        if pool not in ("token", "gap"):
+            raise ValueError(f"SimMIM encoder pool={pool!r} is not one of ['token', 'gap']")
         if self.mask_patch_size % self.patch_size:
             raise ValueError(
                 f"SimMIM mask_patch_size={self.mask_patch_size} is not a multiple of "
@@ -266,9 +276,6 @@ class SimMIM(_MaskedViT):
         if not 0.0 <= self.mask_ratio <= 1.0:
             raise ValueError(f"SimMIM mask_ratio={self.mask_ratio} is not in [0, 1]")
         super().__post_init__()
-
-    def encoder_fields(self) -> dict[str, Any]:
-        return dict(super().encoder_fields(), pool=self.pool)
 
     @nn.compact
     def __call__(
@@ -283,29 +290,23 @@ class SimMIM(_MaskedViT):
             "mask" RNG stream.
 
         Returns:
-          (reconstruction [B, H, W, C] of every pixel, aux) with aux["mask"] [B, N],
+          (reconstruction [B, H, W, C] of every pixel, float32, aux) with aux["mask"] [B, N],
           aux["pixel_mask"] float [B, H, W, 1] (1 = masked pixel, where the loss counts) and
           aux["tokens"] the encoded patch tokens [B, N, D].
         """
         b, h, w, c = images.shape
-        gh, gw = _check_patch_grid("SimMIM", images, self.patch_size)
-        if mask is None:
-            mask = simmim_mask(
-                _mask_key(self),
-                b,
-                (h, w),
-                self.patch_size,
-                self.mask_patch_size,
-                self.mask_ratio,
-            )
-        _, enc = ViT(**self.encoder_fields(), name="encoder")(images, train=train, mask=mask)
-        tokens = enc["tokens"][:, 1:] if self.pool == "token" else enc["tokens"]
-        z = tokens.reshape(b, gh, gw, self.hidden_size)
         p = self.patch_size
+        gh, gw = _check_patch_grid("SimMIM", images, p)
+        if mask is None:
+            mask = simmim_mask(_mask_key(self), b, (h, w), p, self.mask_patch_size, self.mask_ratio)
+        fields = self.encoder_fields()
+        _, enc = ViT(**fields, name="encoder")(images, train=train, mask=mask)
+        tokens = enc["tokens"][:, 1:] if fields["pool"] == "token" else enc["tokens"]
+        z = tokens.reshape(b, gh, gw, tokens.shape[-1])
         z = nn.Conv(
             p * p * c, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype, name="decoder"
         )(z)
-        reconstruction = depth_to_space(z, p)  # [B, H, W, C]
+        reconstruction = depth_to_space(z, p).astype(jnp.float32)  # [B, H, W, C]
         pixel_mask = upsample_patch_mask(mask.astype(jnp.float32), (gh, gw), p)
         return reconstruction, {"mask": mask, "pixel_mask": pixel_mask, "tokens": tokens}
 
@@ -313,8 +314,10 @@ class SimMIM(_MaskedViT):
 class MAE(_MaskedViT):
     """MAE: ViT encoder on the visible patches, a narrow Transformer decoder on all of them.
 
-    Attributes (besides the encoder's ViT fields; the encoder has a class token and, by
-    default, the fixed 2D sin-cos position embedding):
+    Attributes:
+      encoder: the encoder's ViT fields (`_MaskedViT`); it has a class token and, by default,
+        the fixed 2D sin-cos position embedding. The decoder blocks take its LayerNorm epsilon
+        and GELU.
       mask_ratio: fraction of patches removed (0.75).
       decoder_hidden_size: decoder width (512).
       decoder_depth: decoder blocks (8).
@@ -328,8 +331,12 @@ class MAE(_MaskedViT):
     decoder_num_heads: int = 16
     decoder_mlp_dim: int = 2048
 
+    ENCODER_DEFAULTS: ClassVar[dict[str, Any]] = {"pool": "token", "posemb": "sincos2d"}
+
     def __post_init__(self):
-        _check_posemb(self)
+        self._check_encoder()
+        if self.encoder_fields()["pool"] != "token":
+            raise ValueError("MAE's encoder keeps its class token: set model.encoder.pool=token")
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(
                 f"MAE mask_ratio={self.mask_ratio} is not in [0, 1): the encoder needs a patch"
@@ -348,19 +355,22 @@ class MAE(_MaskedViT):
         """Predicts the pixels of every patch from a random 1 - mask_ratio of them.
 
         Args:
-          images: float [B, H, W, C], sides divisible by patch_size.
+          images: float [B, H, W, C], sides divisible by the patch size.
           train: enables dropout (rngs={'dropout': key}); the mask comes from the "mask" stream.
 
         Returns:
-          (pred [B, N, P*P*C] per patch in `patchify` order, aux) with aux["mask"] float [B, N]
-          (1 = removed: where the loss counts), aux["ids_restore"] [B, N], aux["keep"] [B, K]
-          and aux["tokens"] the encoder's output [B, 1 + K, D] (class token first).
+          (pred [B, N, P*P*C] per patch in `patchify` order, float32, aux) with aux["mask"]
+          float [B, N] (1 = removed: where the loss counts), aux["ids_restore"] [B, N],
+          aux["keep"] [B, K] and aux["tokens"] the encoder's output [B, 1 + K, D] (class token
+          first).
         """
         b, _, _, c = images.shape
-        gh, gw = _check_patch_grid("MAE", images, self.patch_size)
+        p = self.patch_size
+        gh, gw = _check_patch_grid("MAE", images, p)
         n = gh * gw
         keep, mask, ids_restore = random_masking(_mask_key(self), b, n, self.mask_ratio)
-        _, enc = ViT(**self.encoder_fields(), name="encoder")(images, train=train, keep=keep)
+        fields = self.encoder_fields()
+        _, enc = ViT(**fields, name="encoder")(images, train=train, keep=keep)
         dense = dict(
             kernel_init=nn.initializers.xavier_uniform(),
             dtype=self.dtype,
@@ -375,27 +385,27 @@ class MAE(_MaskedViT):
         patches = unshuffle(jnp.concatenate([x[:, 1:], filler], axis=1), ids_restore)
         x = jnp.concatenate([x[:, :1], patches], axis=1)  # [B, 1 + N, Dd]
         x = x + jnp.asarray(sincos_2d_posemb(gh, gw, d, class_token=True), x.dtype)
-        for i in range(self.decoder_depth):
-            x, _ = EncoderBlock(
+        eps = fields.get("layernorm_epsilon", 1e-6)
+        x, _ = stack_blocks(
+            x,
+            depth=self.decoder_depth,
+            block=dict(
                 num_heads=self.decoder_num_heads,
                 mlp_dim=self.decoder_mlp_dim,
-                layernorm_epsilon=self.layernorm_epsilon,
-                gelu_approximate=self.gelu_approximate,
-                attention_implementation=self.attention_implementation,
+                names=VIT_BLOCK_NAMES,
+                activation="gelu_tanh" if fields.get("gelu_approximate", True) else "gelu",
+                layernorm_epsilon=eps,
+                mlp_bias_init=nn.initializers.normal(stddev=1e-6),
                 train=train,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                name=f"decoderblock_{i}",
-            )(x)
-        x = nn.LayerNorm(
-            epsilon=self.layernorm_epsilon,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="decoder_norm",
-        )(x)
-        p = self.patch_size
-        pred = nn.Dense(p * p * c, name="decoder_pred", **dense)(x)[:, 1:]  # drop the class token
-        return pred, {
+                **self.shared_fields(),
+            ),
+            name="decoderblock_{i}",
+        )
+        norm = nn.LayerNorm(
+            epsilon=eps, dtype=jnp.float32, param_dtype=self.param_dtype, name="decoder_norm"
+        )
+        pred = nn.Dense(p * p * c, name="decoder_pred", **dense)(norm(x).astype(x.dtype))
+        return pred[:, 1:].astype(jnp.float32), {  # the class token's row is dropped
             "mask": mask,
             "ids_restore": ids_restore,
             "keep": keep,
@@ -409,50 +419,42 @@ class MAE(_MaskedViT):
 _MAE_DECODER = dict(
     decoder_hidden_size=512, decoder_depth=8, decoder_num_heads=16, decoder_mlp_dim=2048
 )
-MAE_VARIANTS: dict[str, dict[str, Any]] = {
-    name: dict(
-        vit_kwargs(name),
-        **_MAE_DECODER,
-        mask_ratio=0.75,
-        posemb="sincos2d",
-        gelu_approximate=False,
-    )
-    for name in ("B/16", "L/16", "H/14")
-}
+MAE_VARIANTS = VariantTable(
+    "MAE",
+    "He et al. 2022, sec. 4 and Table 1 (decoder); ViT sizes of Dosovitskiy et al. 2021, Table 1",
+    {
+        name: dict(
+            encoder=dict(variant=name, posemb="sincos2d", gelu_approximate=False),
+            **_MAE_DECODER,
+            mask_ratio=0.75,
+        )
+        for name in ("B/16", "L/16", "H/14")
+    },
+)
 # SimMIM with ViT-B/16 at 224 px: mask units of 32 px, ratio 0.6 (its ViT-B config).
-SIMMIM_VARIANTS: dict[str, dict[str, Any]] = {
-    "B/16": dict(
-        vit_kwargs("B/16"),
-        mask_patch_size=32,
-        mask_ratio=0.6,
-        posemb="learned",
-        gelu_approximate=False,
-    ),
-}
-
-
-def _decode(
-    table: dict[str, dict[str, Any]], model: str, variant: str | None, overrides: dict[str, Any]
-) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    if variant is not None:
-        if variant not in table:
-            raise ValueError(f"unknown {model} variant {variant!r}; valid: {sorted(table)}")
-        kwargs.update(table[variant])
-    kwargs.update({k: v for k, v in overrides.items() if v is not None})
-    return kwargs
+SIMMIM_VARIANTS = VariantTable(
+    "SimMIM",
+    "Xie et al. 2022, sec. 4.1 (ViT-B/16, 32-px mask units, ratio 0.6)",
+    {
+        "B/16": dict(
+            encoder=dict(variant="B/16", posemb="learned", gelu_approximate=False),
+            mask_patch_size=32,
+            mask_ratio=0.6,
+        ),
+    },
+)
 
 
 def mae_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     """MAE constructor kwargs of a variant in `MAE_VARIANTS` (or None) with the non-None
-    `overrides` on top; raises ValueError for an unknown variant."""
-    return _decode(MAE_VARIANTS, "MAE", variant, overrides)
+    `overrides` on top (a nested `encoder` merges); raises ValueError for an unknown variant."""
+    return preset_kwargs(MAE_VARIANTS, variant, overrides)
 
 
 def simmim_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     """SimMIM constructor kwargs of a variant in `SIMMIM_VARIANTS` (or None) with the non-None
-    `overrides` on top; raises ValueError for an unknown variant."""
-    return _decode(SIMMIM_VARIANTS, "SimMIM", variant, overrides)
+    `overrides` on top (a nested `encoder` merges); raises ValueError for an unknown variant."""
+    return preset_kwargs(SIMMIM_VARIANTS, variant, overrides)
 
 
 __all__ = [

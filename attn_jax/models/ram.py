@@ -42,14 +42,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_jax.attention.glimpse import glimpse_boxes, glimpse_sensor, patch_sides
-from attn_jax.models.variants import preset_kwargs
+from attn_jax.models.variants import VariantTable, preset_kwargs
 
 # Presets of sec. 4.1 (28x28 MNIST: 8x8 single-scale glimpses; 60x60 translated MNIST: 12x12
 # glimpses at 3 scales); both with h_g = h_l = 128, g = 256 and a 256-unit ReLU RNN core.
-RAM_VARIANTS: dict[str, dict[str, Any]] = {
-    "paper_mnist": dict(glimpse_size=8, num_scales=1, num_glimpses=6),
-    "paper_translated": dict(glimpse_size=12, num_scales=3, num_glimpses=8),
-}
+RAM_VARIANTS = VariantTable(
+    "RAM",
+    "Mnih et al. 2014, sec. 4.1",
+    {
+        "paper_mnist": dict(glimpse_size=8, num_scales=1, num_glimpses=6),
+        "paper_translated": dict(glimpse_size=12, num_scales=3, num_glimpses=8),
+    },
+)
 
 
 def ram_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
@@ -58,7 +62,7 @@ def ram_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     Raises:
       ValueError: unknown variant, in one line naming the valid ones.
     """
-    return preset_kwargs(RAM_VARIANTS, "RAM", variant, overrides)
+    return preset_kwargs(RAM_VARIANTS, variant, overrides)
 
 
 def ram_param_count(

@@ -61,24 +61,27 @@ import numpy as np
 from attn_jax.attention.aaconv import AttentionAugmentedConv
 from attn_jax.attention.channel import SqueezeExcitation
 from attn_jax.attention.non_local import NON_LOCAL_MODES, NonLocalBlock
-from attn_jax.models.variants import preset_kwargs
+from attn_jax.models.variants import VariantTable, preset_kwargs
 
 BLOCKS = ("basic", "bottleneck")
 STEMS = ("imagenet", "small")
 NORMS = ("group", "frozen_batch", "none")
 BLOCK_ATTENTIONS = (None, "se")
 
-# He et al. 2016, Table 1 (ResNet-*); Hu et al. 2018, Table 14 (SE-ResNet-50).
-RESNET_VARIANTS: dict[str, dict[str, Any]] = {
-    "resnet18": dict(block="basic", stage_sizes=(2, 2, 2, 2)),
-    "resnet34": dict(block="basic", stage_sizes=(3, 4, 6, 3)),
-    "resnet50": dict(block="bottleneck", stage_sizes=(3, 4, 6, 3)),
-    "resnet101": dict(block="bottleneck", stage_sizes=(3, 4, 23, 3)),
-    "resnet152": dict(block="bottleneck", stage_sizes=(3, 8, 36, 3)),
-    "se_resnet50": dict(block="bottleneck", stage_sizes=(3, 4, 6, 3), block_attention="se"),
-    # The digits experiments: 8x8 inputs, three basic stages at 8x8, 4x4 and 2x2.
-    "digits": dict(block="basic", stage_sizes=(2, 2, 2), width=32, stem="small"),
-}
+RESNET_VARIANTS = VariantTable(
+    "ResNet",
+    "He et al. 2016, Table 1; Hu et al. 2018, Table 14",
+    {
+        "resnet18": dict(block="basic", stage_sizes=(2, 2, 2, 2)),
+        "resnet34": dict(block="basic", stage_sizes=(3, 4, 6, 3)),
+        "resnet50": dict(block="bottleneck", stage_sizes=(3, 4, 6, 3)),
+        "resnet101": dict(block="bottleneck", stage_sizes=(3, 4, 23, 3)),
+        "resnet152": dict(block="bottleneck", stage_sizes=(3, 8, 36, 3)),
+        "se_resnet50": dict(block="bottleneck", stage_sizes=(3, 4, 6, 3), block_attention="se"),
+        # The digits experiments: 8x8 inputs, three basic stages at 8x8, 4x4 and 2x2.
+        "digits": dict(block="basic", stage_sizes=(2, 2, 2), width=32, stem="small"),
+    },
+)
 
 # Trainable parameters at 1000 classes and 224x224 inputs: torchvision's counts of the batch-norm
 # ResNets, and 28,088,024 for SE-ResNet-50 (ResNet-50 + 16 SE blocks with biases, r = 16).
@@ -283,7 +286,7 @@ class ResNet(nn.Module):
     (logits, aux).
 
     Attributes:
-      num_classes: output classes (required with `include_head`).
+      num_classes: output classes; 0 = no head (a backbone): the output is the pooled features.
       stage_sizes: blocks per stage (Table 1); the width doubles and the map halves per stage.
       block: "basic" or "bottleneck".
       width: channels of the stem and of the first stage's 3x3 convolutions (64 in the paper).
@@ -307,8 +310,8 @@ class ResNet(nn.Module):
       aa_relative: use the 2D relative position logits.
       symmetric_padding: pad every 3x3 convolution by one pixel on each side, as torch does,
         instead of "SAME" (module docstring); needed to reproduce converted torch weights.
-      include_head: add the classifier; False returns the pooled features as the output.
-      dtype: computation dtype.
+      dtype: computation dtype (bfloat16: the norms still compute in float32, flax's and ours);
+        the logits are float32.
       param_dtype: parameter dtype.
     """
 
@@ -333,7 +336,6 @@ class ResNet(nn.Module):
     aa_heads: int = 8
     aa_relative: bool = True
     symmetric_padding: bool = False
-    include_head: bool = True
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
@@ -348,8 +350,11 @@ class ResNet(nn.Module):
         ):
             if value not in allowed:
                 raise ValueError(f"ResNet {field}={value!r} is not one of {list(allowed)}")
-        if self.include_head and not self.num_classes:
-            raise ValueError("ResNet needs num_classes (or include_head=False for a backbone)")
+        if self.num_classes is None or self.num_classes < 0:
+            raise ValueError(
+                f"ResNet needs num_classes >= 0 (0 for a backbone without head), got "
+                f"{self.num_classes}"
+            )
         n = len(self.stage_sizes)
         for field in ("non_local_stages", "aa_stages"):
             bad = [s for s in getattr(self, field) if not 1 <= s <= n]
@@ -376,7 +381,7 @@ class ResNet(nn.Module):
 
         Returns:
           (logits [B, num_classes], aux) with the stem and stage feature maps and "pre_logits";
-          with include_head=False the output is the pooled features [B, C_last].
+          with num_classes=0 the output is the pooled features [B, C_last].
         """
         del train
         if images.ndim != 4:
@@ -457,12 +462,12 @@ class ResNet(nn.Module):
 
         x = jnp.mean(x, axis=(1, 2))  # global average pooling
         aux["pre_logits"] = x
-        if not self.include_head:
+        if not self.num_classes:
             return x, aux
         logits = nn.Dense(
             self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="head"
         )(x)
-        return logits, aux
+        return logits.astype(jnp.float32), aux
 
     def plot_examples(self, params: Any, batch: dict[str, Any], out_dir: str | Path) -> None:
         """Draws what the attention variants attend to into `out_dir` (called after training).
@@ -573,7 +578,7 @@ def resnet_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     Raises:
       ValueError: unknown variant.
     """
-    kwargs = preset_kwargs(RESNET_VARIANTS, "ResNet", variant, overrides)
+    kwargs = preset_kwargs(RESNET_VARIANTS, variant, overrides)
     # block_attention=None is a real choice, but None also means "unset" in configs: "none" spells
     # the plain block explicitly.
     if kwargs.get("block_attention") == "none":

@@ -45,29 +45,37 @@ import jax.numpy as jnp
 
 from attn_jax.attention.additive import AdditiveAttention
 from attn_jax.models.rnn import CELLS, RNN, Bidirectional, hidden_state, make_cell, scan_cell
-from attn_jax.models.variants import preset_kwargs
+from attn_jax.models.variants import VariantTable, preset_kwargs
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 
 # vocab_size depends on the data and is never part of a variant.
-SEQ2SEQ_VARIANTS: dict[str, dict[str, Any]] = {
-    "small": dict(embed_dim=64, hidden_size=128, num_layers=1, cell="lstm"),
-    # Sutskever et al. 2014 sec. 3.4: 4 layers of 1000 LSTM cells, 1000-d embeddings, reversed
-    # source, dropout none. 64M "pure recurrent" weights (32M per LSTM stack).
-    "sutskever": dict(
-        embed_dim=1000, hidden_size=1000, num_layers=4, cell="lstm", reverse_source=True
-    ),
-}
+SEQ2SEQ_VARIANTS = VariantTable(
+    "seq2seq",
+    "Sutskever et al. 2014, sec. 3.4",
+    {
+        "small": dict(embed_dim=64, hidden_size=128, num_layers=1, cell="lstm"),
+        # Sutskever et al. 2014 sec. 3.4: 4 layers of 1000 LSTM cells, 1000-d embeddings, reversed
+        # source, dropout none. 64M "pure recurrent" weights (32M per LSTM stack).
+        "sutskever": dict(
+            embed_dim=1000, hidden_size=1000, num_layers=4, cell="lstm", reverse_source=True
+        ),
+    },
+)
 
-BAHDANAU_VARIANTS: dict[str, dict[str, Any]] = {
-    "small": dict(embed_dim=64, hidden_size=128, attention_dim=128, cell="lstm"),
-    # Bahdanau et al. 2015 appendix A.2 / B: 620-d embeddings, 1000 hidden units per direction
-    # and in the decoder, alignment hidden layer n' = 1000, maxout of 500 units (the paper's
-    # gated unit replaced by an LSTM, see the module docstring).
-    "rnnsearch": dict(
-        embed_dim=620, hidden_size=1000, attention_dim=1000, maxout_units=500, cell="lstm"
-    ),
-}
+BAHDANAU_VARIANTS = VariantTable(
+    "bahdanau",
+    "Bahdanau et al. 2015, appendix A.2 / B",
+    {
+        "small": dict(embed_dim=64, hidden_size=128, attention_dim=128, cell="lstm"),
+        # Bahdanau et al. 2015 appendix A.2 / B: 620-d embeddings, 1000 hidden units per direction
+        # and in the decoder, alignment hidden layer n' = 1000, maxout of 500 units (the paper's
+        # gated unit replaced by an LSTM, see the module docstring).
+        "rnnsearch": dict(
+            embed_dim=620, hidden_size=1000, attention_dim=1000, maxout_units=500, cell="lstm"
+        ),
+    },
+)
 
 
 def seq2seq_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
@@ -76,7 +84,7 @@ def seq2seq_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     Raises:
       ValueError: unknown variant, in one line naming the valid ones.
     """
-    return preset_kwargs(SEQ2SEQ_VARIANTS, "seq2seq", variant, overrides)
+    return preset_kwargs(SEQ2SEQ_VARIANTS, variant, overrides)
 
 
 def bahdanau_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
@@ -85,7 +93,7 @@ def bahdanau_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     Raises:
       ValueError: unknown variant, in one line naming the valid ones.
     """
-    return preset_kwargs(BAHDANAU_VARIANTS, "bahdanau", variant, overrides)
+    return preset_kwargs(BAHDANAU_VARIANTS, variant, overrides)
 
 
 def reverse_real_tokens(tokens: jax.Array, valid: jax.Array) -> jax.Array:

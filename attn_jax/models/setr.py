@@ -2,9 +2,10 @@
 Segmentation from a Sequence-to-Sequence Perspective with Transformers" (CVPR 2021).
 
 Encoder (sec. 3.1-3.2): the image is cut into p x p patches (p = 16), linearly embedded, given
-learned position embeddings and encoded by L pre-LN Transformer layers (eqs. 1-3 of ViT; the layers
-are `attn_jax.models.vit.Encoder`, with the official ViT parameter names, so ViT weights map onto
-`embedding` and `Transformer`). No class token is prepended: a segmenter never reads it. The
+learned position embeddings and encoded by L pre-LN Transformer layers (eqs. 1-3 of ViT): the
+submodule "encoder" is an `attn_jax.models.vit.ViT` without head, built from the nested config
+`encoder`, with the official ViT parameter names, so ViT weights map onto `encoder/embedding` and
+`encoder/Transformer`. No class token is prepended (pool "gap"): a segmenter never reads it. The
 final tokens, layer-normed (eps 1e-6), are reshaped to a feature map Z [B, H/p, W/p, D].
 
 Decoders (sec. 3.3, checked against the official fudan-zvg/SETR heads):
@@ -29,12 +30,13 @@ in naive/PUP and drop it in MLA, as in the official heads. Bilinear resizing use
 centers (`jax.image.resize`, PyTorch's align_corners=False); the official MLA head's x4 uses
 align_corners=True, a sub-pixel shift that only matters when porting trained decoder weights.
 
-Swin backbone (`backbone="swin"`): the four stage maps of a Swin Transformer (Liu et al. 2021,
-`attn_jax.models.swin`, strides 4/8/16/32 with its 4x4 patches), each layer-normed as dense Swin
+Swin backbone (`backbone="swin"`, `encoder` then holds Swin fields): the four stage maps of a
+Swin Transformer (Liu et al. 2021, `attn_jax.models.swin`, strides 4/8/16/32 with its 4x4
+patches), each layer-normed as dense Swin
 backbones do, go through the same multi-level decoder: reduce to C, top-down addition (deeper
 streams bilinearly resized to the next shallower map), 3x3 convs, two 3x3 conv-norm-ReLU at C_mla,
 upsampling to the stride-4 map, concatenation, classifier, bilinear to the input size. The Swin's
-final LayerNorm (`backbone/norm`) feeds only its pooled classifier features and stays unused here.
+final LayerNorm (`encoder/norm`) feeds only its pooled classifier features and stays unused here.
 
 Variants (`SETR_VARIANTS`): "L/16" is SETR's encoder (ViT-L: D 1024, 24 layers, 16 heads, MLP
 4096, Table 1 of Dosovitskiy et al. 2021), "S/16" and "B/16" the smaller ViTs, "digits" a tiny
@@ -44,8 +46,9 @@ The decoder is chosen with `decoder=`; the paper's width C is 256 and C_mla 128.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -53,9 +56,10 @@ import jax
 import jax.numpy as jnp
 
 from attn_jax.errors import UserError
-from attn_jax.models.swin import SWIN_VARIANTS, Swin
-from attn_jax.models.variants import preset_kwargs
-from attn_jax.models.vit import VIT_SIZES, Encoder
+from attn_jax.models.blocks import AttentionModel
+from attn_jax.models.swin import Swin, swin_kwargs, swin_layer_index
+from attn_jax.models.variants import VariantTable, check_fields, merge_fields, preset_kwargs
+from attn_jax.models.vit import ViT, vit_kwargs, vit_layer_index
 
 BACKBONES = ("vit", "swin")
 DECODERS = ("naive", "pup", "mla")
@@ -186,67 +190,69 @@ class MultiLevelHead(nn.Module):
         return resize_bilinear(x, out_size)
 
 
-class SETR(nn.Module):
+class SETR(AttentionModel):
     """SETR segmenter; `model.apply(params, images)` -> (logits [B, H, W, K], aux).
 
     Attributes:
       num_classes: K, background included.
       backbone: "vit" (SETR) or "swin" (multi-level decoder over Swin's four stages).
+      encoder: the backbone's own fields, a nested config: ViT fields (`attn_jax.models.vit.ViT`;
+        no class token, no head) or Swin fields (`attn_jax.models.swin.Swin`), each optionally
+        with a "variant" of that family; default: ViT-L/16, SETR's encoder. ViT defaults here:
+        exact GELU (SETR's PyTorch code), LayerNorm eps 1e-6; the patch side p is the ViT's (16
+        in SETR) or Swin's embedding (4).
       decoder: "naive", "pup" or "mla" (Swin: "mla").
-      patch_size: p; the ViT's patch side (16 in SETR), or Swin's patch embedding side (4).
-      hidden_size: ViT token width D.
-      depth: ViT layers L.
-      num_heads: ViT attention heads.
-      mlp_dim: ViT MLP hidden width.
-      dropout_rate: dropout in the ViT (MLP, after attention and after the embedding).
-      attention_dropout_rate: dropout on the ViT attention weights.
-      layernorm_epsilon: ViT LayerNorm epsilon (1e-6, SETR and official ViT).
-      gelu_approximate: tanh GELU (official JAX ViT) or exact erf GELU (SETR's PyTorch code).
       mla_layers: the 1-based encoder layers the MLA decoder reads; None: L k / 4 for k = 1..4.
       aux_layers: 1-based encoder layers with an auxiliary naive head (SETR: `SETR_AUX_LAYERS`);
         () for none.
       decoder_width: C, the width of the naive/PUP convs and of the MLA streams (256).
       mla_width: C_mla, the width of the MLA per-stream heads (128).
       norm_groups: GroupNorm groups (gcd with the width is used).
-      swin_embed_dim: Swin stage-1 width.
-      swin_depths: Swin blocks per stage.
-      swin_num_heads: Swin heads per stage.
-      window: Swin window side M.
-      drop_path_rate: Swin stochastic depth rate of the last block.
-      scan: run the ViT layers with `nn.scan`.
-      remat: rematerialize each ViT layer in the backward pass.
-      attention_implementation: fused attention kernel of `jax.nn.dot_product_attention`.
-      dtype: computation dtype; logits are returned in float32.
-      param_dtype: parameter dtype.
+      (and `blocks.AttentionModel`'s attention_fn, attention_impl, dtype, param_dtype, handed
+      down to the encoder; logits are returned in float32)
     """
 
     num_classes: int
     backbone: str = "vit"
+    encoder: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"variant": "L/16"})
     decoder: str = "pup"
-    patch_size: int = 16
-    hidden_size: int = 1024
-    depth: int = 24
-    num_heads: int = 16
-    mlp_dim: int = 4096
-    dropout_rate: float = 0.0
-    attention_dropout_rate: float = 0.0
-    layernorm_epsilon: float = 1e-6
-    gelu_approximate: bool = False
     mla_layers: tuple[int, ...] | None = None
     aux_layers: tuple[int, ...] = ()
     decoder_width: int = 256
     mla_width: int = 128
     norm_groups: int = 32
-    swin_embed_dim: int = 96
-    swin_depths: tuple[int, ...] = (2, 2, 6, 2)
-    swin_num_heads: tuple[int, ...] = (3, 6, 12, 24)
-    window: int = 7
-    drop_path_rate: float = 0.0
-    scan: bool = False
-    remat: bool = False
-    attention_implementation: str | None = None
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
+
+    def encoder_fields(self) -> dict[str, Any]:
+        """The constructor fields of the backbone module (ViT or Swin) named "encoder"."""
+        fields = dict(self.encoder)
+        check_fields(Swin if self.backbone == "swin" else ViT, fields, "SETR's model.encoder")
+        variant = fields.pop("variant", None)
+        shared = dict(num_classes=0, **self.shared_fields())
+        if self.backbone == "swin":
+            return dict(swin_kwargs(variant, **merge_fields(SWIN_DEFAULTS, fields)), **shared)
+        need_layers = self.decoder == "mla" or bool(self.aux_layers)
+        fields = vit_kwargs(variant, **merge_fields(VIT_DEFAULTS, fields))
+        return dict(fields, pool="gap", return_intermediates=need_layers, **shared)
+
+    def layer_index(self, path: str) -> int | slice | None:
+        """The encoder's layer ids (ViT's or Swin's) for layer-wise lr decay; the decoders sit
+        above every layer."""
+        top, _, rest = path.partition("/")
+        if top != "encoder":
+            return None
+        if self.backbone == "swin":
+            return swin_layer_index(rest, tuple(self.encoder_fields()["depths"]))
+        return vit_layer_index(rest)
+
+    @property
+    def patch_size(self) -> int:
+        """p: the ViT's patch side, or the side of Swin's patch embedding."""
+        return int(self.encoder_fields()["patch_size"])
+
+    @property
+    def depth(self) -> int:
+        """L, the ViT's number of layers (ViT backbone)."""
+        return int(self.encoder_fields()["depth"])
 
     def __post_init__(self):
         # Checked at construction, so a bad config fails while it is read, not inside a trace.
@@ -254,8 +260,10 @@ class SETR(nn.Module):
             raise ValueError(f"SETR backbone={self.backbone!r} is not one of {list(BACKBONES)}")
         if self.decoder not in DECODERS:
             raise ValueError(f"SETR decoder={self.decoder!r} is not one of {list(DECODERS)}")
-        if not isinstance(self.patch_size, int) or self.patch_size < 1:
-            raise ValueError(f"SETR patch_size={self.patch_size!r} must be a positive int")
+        fields = self.encoder_fields()
+        p = fields.get("patch_size")
+        if not isinstance(p, int) or p < 1:
+            raise ValueError(f"SETR encoder patch_size={p!r} must be a positive int")
         if self.backbone == "swin":
             if self.decoder != "mla":
                 raise ValueError(
@@ -264,34 +272,37 @@ class SETR(nn.Module):
                 )
             if self.aux_layers:
                 raise ValueError("SETR aux_layers needs backbone='vit': set aux_layers=()")
-            if len(self.swin_depths) != len(self.swin_num_heads):
-                raise ValueError(
-                    f"SETR swin_depths {tuple(self.swin_depths)} and swin_num_heads "
-                    f"{tuple(self.swin_num_heads)} must have one entry per stage"
-                )
+            Swin(**fields, parent=None)  # Swin's own checks
         else:
-            p = self.patch_size
+            for required in ("hidden_size", "depth", "num_heads", "mlp_dim"):
+                if fields.get(required) is None:
+                    raise ValueError(
+                        f"SETR encoder misses {required!r}: set model.encoder.{required} or "
+                        "model.encoder.variant"
+                    )
             if self.decoder == "pup" and (p < 2 or p & (p - 1)):
                 raise ValueError(
                     f"SETR decoder='pup' upsamples x2 log2(p) times, so patch_size must be a "
                     f"power of two >= 2 (got {p}); use decoder='naive' or 'mla' for this patch size"
                 )
-            if self.hidden_size % self.num_heads:
+            if fields["hidden_size"] % fields["num_heads"]:
                 raise ValueError(
-                    f"SETR hidden_size={self.hidden_size} is not divisible by "
-                    f"num_heads={self.num_heads}"
+                    f"SETR hidden_size={fields['hidden_size']} is not divisible by "
+                    f"num_heads={fields['num_heads']}"
                 )
+            depth = fields["depth"]
             for field in ("mla_layers", "aux_layers"):
                 layers = getattr(self, field)
-                if layers is not None and any(not 1 <= k <= self.depth for k in layers):
+                if layers is not None and any(not 1 <= k <= depth for k in layers):
                     raise ValueError(
-                        f"SETR {field}={tuple(layers)} must be 1-based layers in 1..{self.depth}"
+                        f"SETR {field}={tuple(layers)} must be 1-based layers in 1..{depth}"
                     )
-            if self.decoder == "mla" and self.mla_layers is None and self.depth < 4:
+            if self.decoder == "mla" and self.mla_layers is None and depth < 4:
                 raise ValueError(
-                    f"SETR decoder='mla' reads 4 evenly spaced layers and depth={self.depth} < 4: "
+                    f"SETR decoder='mla' reads 4 evenly spaced layers and depth={depth} < 4: "
                     "set mla_layers explicitly or use depth >= 4"
                 )
+            ViT(**fields, parent=None)  # ViT's own checks
         super().__post_init__()
 
     @property
@@ -316,49 +327,11 @@ class SETR(nn.Module):
                 f"{-(-h // p) * p}x{-(-w // p) * p}, or pick a patch size dividing {h}x{w}"
             )
 
-    def _vit_features(
-        self, images: jax.Array, train: bool
-    ) -> tuple[jax.Array, dict[str, jax.Array], dict[str, Any]]:
-        """(final normed map [B, h, w, D], raw per-layer tokens "blockNN", aux)."""
-        p = self.patch_size
-        x = nn.Conv(
-            self.hidden_size,
-            (p, p),
-            strides=(p, p),
-            padding="VALID",
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="embedding",
-        )(images)
-        b, gh, gw, d = x.shape
-        need_layers = self.decoder == "mla" or bool(self.aux_layers)
-        block = dict(
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim,
-            dropout_rate=self.dropout_rate,
-            attention_dropout_rate=self.attention_dropout_rate,
-            layernorm_epsilon=self.layernorm_epsilon,
-            gelu_approximate=self.gelu_approximate,
-            attention_implementation=self.attention_implementation,
-        )
-        tokens, layers = Encoder(
-            depth=self.depth,
-            block=block,
-            dropout_rate=self.dropout_rate,
-            layernorm_epsilon=self.layernorm_epsilon,
-            scan=self.scan,
-            remat=self.remat,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="Transformer",
-        )(x.reshape(b, gh * gw, d), train=train, sow_weights=False, return_tokens=need_layers)
-        return tokens.reshape(b, gh, gw, d), layers, {"tokens": tokens}
-
     def _layer_map(self, layers: dict[str, jax.Array], k: int, name: str, shape) -> jax.Array:
         """Layer k's tokens (1-based), layer-normed by their own LayerNorm, as a map."""
         x = nn.LayerNorm(
-            epsilon=self.layernorm_epsilon,
-            dtype=self.dtype,
+            epsilon=self.encoder_fields()["layernorm_epsilon"],
+            dtype=jnp.float32,
             param_dtype=self.param_dtype,
             name=name,
         )(layers[f"block{k - 1:02d}"])
@@ -380,28 +353,18 @@ class SETR(nn.Module):
         self._check_images(images)
         out_size = tuple(images.shape[1:3])
         kw = dict(norm_groups=self.norm_groups, dtype=self.dtype, param_dtype=self.param_dtype)
+        fields = self.encoder_fields()
 
         if self.backbone == "swin":
-            _, stages = Swin(
-                num_classes=0,
-                patch_size=self.patch_size,
-                embed_dim=self.swin_embed_dim,
-                depths=tuple(self.swin_depths),
-                num_heads=tuple(self.swin_num_heads),
-                window=self.window,
-                drop_path_rate=self.drop_path_rate,
-                include_head=False,
-                dtype=self.dtype,
-                name="backbone",
-            )(images, train=train)
+            _, stages = Swin(**fields, name="encoder")(images, train=train)
             features = tuple(
                 nn.LayerNorm(
                     epsilon=SWIN_LN_EPS,
-                    dtype=self.dtype,
+                    dtype=jnp.float32,
                     param_dtype=self.param_dtype,
                     name=f"stage{i + 1}_norm",
                 )(stages[f"stage{i + 1}"])
-                for i in range(len(self.swin_depths))
+                for i in range(len(fields["depths"]))
             )
             last = features[-1]
             aux: dict[str, Any] = {"tokens": last.reshape(last.shape[0], -1, last.shape[-1])}
@@ -411,7 +374,12 @@ class SETR(nn.Module):
             aux["features"] = features
             return logits.astype(jnp.float32), aux
 
-        z, layers, aux = self._vit_features(images, train)
+        _, enc = ViT(**fields, name="encoder")(images, train=train)
+        p = self.patch_size
+        gh, gw = images.shape[1] // p, images.shape[2] // p
+        tokens = enc["tokens"]  # [B, N, D] after the final LayerNorm, no class token
+        z = tokens.reshape(tokens.shape[0], gh, gw, tokens.shape[-1])
+        aux = {"tokens": tokens}
         if self.decoder == "naive":
             features = (z,)
             logits = NaiveHead(self.num_classes, self.decoder_width, name="decoder", **kw)(
@@ -419,7 +387,7 @@ class SETR(nn.Module):
             )
         elif self.decoder == "pup":
             features = (z,)
-            stages = int(math.log2(self.patch_size))
+            stages = int(math.log2(p))
             logits, maps = PUPHead(
                 self.num_classes, stages, self.decoder_width, name="decoder", **kw
             )(z)
@@ -429,7 +397,7 @@ class SETR(nn.Module):
             # The last layer's tokens already went through the encoder's final LayerNorm; the
             # other levels get a LayerNorm of their own, as in the official MLA backbone.
             features = tuple(
-                z if k == self.depth else self._layer_map(layers, k, f"mla_norm_{i}", z.shape)
+                z if k == self.depth else self._layer_map(enc, k, f"mla_norm_{i}", z.shape)
                 for i, k in enumerate(self.mla_layer_indices)
             )
             fuse = (4 * z.shape[1], 4 * z.shape[2])
@@ -441,7 +409,7 @@ class SETR(nn.Module):
         if self.aux_layers:
             aux["aux_logits"] = tuple(
                 NaiveHead(self.num_classes, self.decoder_width, name=f"aux_head_{i}", **kw)(
-                    self._layer_map(layers, k, f"aux_norm_{i}", z.shape), out_size
+                    self._layer_map(enc, k, f"aux_norm_{i}", z.shape), out_size
                 ).astype(jnp.float32)
                 for i, k in enumerate(self.aux_layers)
             )
@@ -449,63 +417,60 @@ class SETR(nn.Module):
 
 
 # -- variants -------------------------------------------------------------------------------------
-def _vit(size: str, patch: int) -> dict[str, Any]:
-    return dict(VIT_SIZES[size], patch_size=patch, backbone="vit")
+# SETR's encoder defaults: no class token, exact GELU (SETR's PyTorch ViT), no head.
+VIT_DEFAULTS: dict[str, Any] = dict(gelu_approximate=False, layernorm_epsilon=1e-6)
+SWIN_DEFAULTS: dict[str, Any] = dict(patch_size=4, window=7)
 
 
 def _swin(size: str) -> dict[str, Any]:
-    s = SWIN_VARIANTS[size]
-    return dict(
-        backbone="swin",
-        decoder="mla",
-        patch_size=4,
-        window=7,
-        swin_embed_dim=s["embed_dim"],
-        swin_depths=s["depths"],
-        swin_num_heads=s["num_heads"],
-        drop_path_rate=0.3,  # the rate of dense-prediction Swin backbones (ADE20K recipes)
-    )
+    # The rate of dense-prediction Swin backbones (ADE20K recipes).
+    return dict(backbone="swin", decoder="mla", encoder=dict(variant=size, drop_path_rate=0.3))
 
 
-SETR_VARIANTS: dict[str, dict[str, Any]] = {
-    "S/16": _vit("S", 16),
-    "B/16": _vit("B", 16),
-    "L/16": _vit("L", 16),  # SETR's encoder
-    # A few seconds per epoch on a CPU for the embedded digit scenes.
-    "digits": dict(
-        backbone="vit",
-        patch_size=4,
-        hidden_size=64,
-        depth=4,
-        num_heads=4,
-        mlp_dim=128,
-        decoder_width=64,
-        mla_width=32,
-        norm_groups=8,
-    ),
-    "swin_T": _swin("T"),
-    "swin_S": _swin("S"),
-    "swin_B": _swin("B"),
-    "swin_digits": dict(
-        backbone="swin",
-        decoder="mla",
-        patch_size=2,
-        window=4,
-        swin_embed_dim=32,
-        swin_depths=(2, 2, 2, 2),
-        swin_num_heads=(2, 2, 4, 4),
-        decoder_width=64,
-        mla_width=32,
-        norm_groups=8,
-    ),
-}
+SETR_VARIANTS = VariantTable(
+    "setr",
+    "Zheng et al. 2021, sec. 4 (ViT-L/16 encoder, C = 256); ViT sizes of Dosovitskiy et al. 2021, "
+    "Table 1; Swin sizes of Liu et al. 2021, Table 1",
+    {
+        "S/16": dict(backbone="vit", encoder=dict(variant="S/16")),
+        "B/16": dict(backbone="vit", encoder=dict(variant="B/16")),
+        "L/16": dict(backbone="vit", encoder=dict(variant="L/16")),  # SETR's encoder
+        # A few seconds per epoch on a CPU for the embedded digit scenes.
+        "digits": dict(
+            backbone="vit",
+            encoder=dict(patch_size=4, hidden_size=64, depth=4, num_heads=4, mlp_dim=128),
+            decoder_width=64,
+            mla_width=32,
+            norm_groups=8,
+        ),
+        "swin_T": _swin("T"),
+        "swin_S": _swin("S"),
+        "swin_B": _swin("B"),
+        "swin_digits": dict(
+            backbone="swin",
+            decoder="mla",
+            encoder=dict(
+                patch_size=2,
+                window=4,
+                embed_dim=32,
+                depths=(2, 2, 2, 2),
+                num_heads=(2, 2, 4, 4),
+                drop_path_rate=0.0,
+            ),
+            decoder_width=64,
+            mla_width=32,
+            norm_groups=8,
+        ),
+    },
+)
 
 
 def setr_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
-    """`SETR` fields of `variant` (see `SETR_VARIANTS`; None: class defaults, i.e. ViT-L/16 with
-    PUP) updated by the non-None overrides.
+    """`SETR` fields of `variant` (see `SETR_VARIANTS`; None: class defaults, i.e. an encoder
+    from the config's `encoder` with PUP) updated by the non-None overrides (a nested `encoder`
+    merges into the variant's).
 
     Raises:
       ValueError: unknown variant, in one line naming the valid ones.
     """
-    return preset_kwargs(SETR_VARIANTS, "setr", variant, overrides)
+    return preset_kwargs(SETR_VARIANTS, variant, overrides)

@@ -31,20 +31,24 @@ import numpy as np
 
 from attn_jax.attention.spatial_transformer import IDENTITY_THETA, spatial_transform
 from attn_jax.models.cnn import CNN
-from attn_jax.models.variants import preset_kwargs
+from attn_jax.models.variants import VariantTable, preset_kwargs
 
-STN_VARIANTS: dict[str, dict[str, Any]] = {
-    # experiments/stn_digits.py on the 24x24 distorted digits (the classifier is cnn "digits").
-    "digits": {
-        "loc_features": (8, 16),
-        "loc_kernel_size": 5,
-        "loc_dense": 32,
-        "features": (32, 64),
-        "kernel_size": 3,
-        "dense": 128,
-        "num_classes": 10,
+STN_VARIANTS = VariantTable(
+    "stn",
+    "ours: experiments/stn_digits.py",
+    {
+        # experiments/stn_digits.py on the 24x24 distorted digits (the classifier is cnn "digits").
+        "digits": {
+            "loc_features": (8, 16),
+            "loc_kernel_size": 5,
+            "loc_dense": 32,
+            "features": (32, 64),
+            "kernel_size": 3,
+            "dense": 128,
+            "num_classes": 10,
+        },
     },
-}
+)
 
 
 def _identity_bias(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
@@ -200,4 +204,4 @@ def stn_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     Raises:
       ValueError: unknown variant, in one line naming the valid ones.
     """
-    return preset_kwargs(STN_VARIANTS, "stn", variant, overrides)
+    return preset_kwargs(STN_VARIANTS, variant, overrides)

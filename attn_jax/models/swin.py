@@ -12,7 +12,7 @@ Vision Transformer using Shifted Windows" (ICCV 2021).
 - Four stages; a map whose side is not a multiple of the window is padded at the bottom and right
   before the window attention and cropped after it (official code); a map no larger than the window
   gets one window of the map's size and no shift.
-- Head: final LayerNorm, global average pooling, linear classifier; `include_head=False` returns
+- Head: final LayerNorm, global average pooling, linear classifier; `num_classes=0` returns
   the pooled features, and aux always holds the four stages' maps ("stage1".."stage4", [B, H_i,
   W_i, C_i], before the final norm) for dense heads.
 
@@ -24,6 +24,8 @@ B 87,768,224, L 196,532,476.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,37 +35,37 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_jax.attention.windows import WindowAttention
-from attn_jax.models.variants import preset_kwargs
+from attn_jax.models.blocks import AttentionModel, Mlp, drop_path
+from attn_jax.models.variants import VariantTable, preset_kwargs
 
 LN_EPS = 1e-5  # the official code's nn.LayerNorm default
 
-SWIN_VARIANTS: dict[str, dict[str, Any]] = {
-    "T": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.2),
-    "S": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.3),
-    "B": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5),
-    "L": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), drop_path_rate=0.5),
-}
+SWIN_VARIANTS = VariantTable(
+    "swin",
+    "Liu et al. 2021, Table 1 and sec. 3.3",
+    {
+        "T": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.2),
+        "S": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.3),
+        "B": dict(
+            embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5
+        ),
+        "L": dict(
+            embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), drop_path_rate=0.5
+        ),
+    },
+)
 PUBLISHED_PARAMS = {"T": 28_288_354, "S": 49_606_258, "B": 87_768_224, "L": 196_532_476}
 
 
-def drop_path(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
-    """Stochastic depth: the whole residual branch of a sample is dropped with probability `rate`
-    and the kept ones scaled by 1 / (1 - rate); identity when `rng` is None (evaluation)."""
-    if rng is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(rng, 1.0 - rate, (x.shape[0],) + (1,) * (x.ndim - 1))
-    return jnp.where(keep, x / (1.0 - rate), 0.0)
-
-
-class SwinBlock(nn.Module):
-    """One Swin block (eq. 3) on a [B, H, W, C] map."""
+class SwinBlock(AttentionModel):
+    """One Swin block (eq. 3) on a [B, H, W, C] map: pre-LN residuals with the block family's
+    `Mlp` and stochastic depth (models/blocks.py) around window attention."""
 
     num_heads: int
     window: int = 7
     shifted: bool = False
     mlp_ratio: float = 4.0
     drop_path_rate: float = 0.0
-    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -71,21 +73,40 @@ class SwinBlock(nn.Module):
         # A map no larger than the window is one window, and shifting it would only roll it.
         window = min(self.window, h, w)
         shift = window // 2 if self.shifted and min(h, w) > self.window else 0
-        rng = self.make_rng("dropout") if train and self.drop_path_rate else None
-        rngs = jax.random.split(rng) if rng is not None else (None, None)
+        norm = functools.partial(
+            nn.LayerNorm, epsilon=LN_EPS, dtype=jnp.float32, param_dtype=self.param_dtype
+        )
 
-        y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm1")(x)
+        def residual(x: jax.Array, y: jax.Array) -> jax.Array:
+            if train and self.drop_path_rate:
+                y = drop_path(y, self.drop_path_rate, self.make_rng("dropout"))
+            return x + y
+
+        y = norm(name="norm1")(x).astype(x.dtype)
         pad_h, pad_w = (-h) % window, (-w) % window
         y = jnp.pad(y, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))  # official: pad bottom/right
-        y = WindowAttention(self.num_heads, window, shift, dtype=self.dtype, name="attn")(
-            y, train=train
-        )[:, :h, :w]
-        x = x + drop_path(y, self.drop_path_rate, rngs[0])
+        y = WindowAttention(
+            self.num_heads,
+            window,
+            shift,
+            attention_fn=self.attention_fn,
+            implementation=self.attention_impl,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="attn",
+        )(y, train=train)[:, :h, :w]
+        x = residual(x, y)
 
-        y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm2")(x)
-        y = nn.Dense(int(c * self.mlp_ratio), dtype=self.dtype, name="fc1")(y)
-        y = nn.Dense(c, dtype=self.dtype, name="fc2")(nn.gelu(y, approximate=False))
-        return x + drop_path(y, self.drop_path_rate, rngs[1])
+        y = norm(name="norm2")(x).astype(x.dtype)
+        y = Mlp(
+            int(c * self.mlp_ratio),
+            activation="gelu",
+            kernel_init=nn.initializers.lecun_normal(),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="mlp",
+        )(y, train=train)
+        return residual(x, y)
 
 
 class PatchMerging(nn.Module):
@@ -93,6 +114,7 @@ class PatchMerging(nn.Module):
     LayerNorm, linear 4C -> 2C without bias; odd sides are padded with zeros first."""
 
     dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -101,15 +123,19 @@ class PatchMerging(nn.Module):
         x = jnp.concatenate(
             [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1
         )  # [B, H/2, W/2, 4C]
-        x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm")(x)
-        return nn.Dense(2 * c, use_bias=False, dtype=self.dtype, name="reduction")(x)
+        x = nn.LayerNorm(
+            epsilon=LN_EPS, dtype=jnp.float32, param_dtype=self.param_dtype, name="norm"
+        )(x).astype(x.dtype)
+        return nn.Dense(
+            2 * c, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype, name="reduction"
+        )(x)
 
 
-class Swin(nn.Module):
+class Swin(AttentionModel):
     """Swin Transformer classifier / backbone.
 
     Attributes:
-      num_classes: logits; 0 or `include_head=False` for a backbone.
+      num_classes: logits; 0 = no head (a backbone): the output is the pooled features.
       patch_size: side of the non-overlapping patches of the embedding (4).
       embed_dim: C, the width of stage 1 (stage i has 2^(i-1) C).
       depths: blocks per stage.
@@ -117,8 +143,8 @@ class Swin(nn.Module):
       window: M.
       mlp_ratio: MLP width over C.
       drop_path_rate: the stochastic depth rate of the last block (0 for the first, linear between).
-      include_head: final norm + pooling + classifier; False returns the pooled features.
-      dtype: computation dtype (None: float32).
+      (and `blocks.AttentionModel`'s attention_fn, computed inside the windows, attention_impl,
+      dtype, param_dtype)
     """
 
     num_classes: int = 1000
@@ -129,27 +155,36 @@ class Swin(nn.Module):
     window: int = 7
     mlp_ratio: float = 4.0
     drop_path_rate: float = 0.1
-    include_head: bool = True
-    dtype: Any = None
+
+    def __post_init__(self):
+        if len(self.depths) != len(self.num_heads):
+            raise ValueError(
+                f"Swin depths {tuple(self.depths)} and num_heads {tuple(self.num_heads)} differ "
+                "in length: give one entry per stage"
+            )
+        if self.num_classes < 0:
+            raise ValueError(f"Swin num_classes={self.num_classes} is negative: 0 is no head")
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:
-        """images [B, H, W, C] -> (logits [B, num_classes] or features [B, 8C], aux)."""
+        """images [B, H, W, C] -> (logits [B, num_classes] or, with num_classes=0, the pooled
+        features [B, 8C], aux with "stage1".."stage4" and "pre_logits")."""
         if images.ndim != 4:
             raise ValueError(f"Swin takes images [B, H, W, C], got shape {tuple(images.shape)}")
-        if len(self.depths) != len(self.num_heads):
-            raise ValueError(
-                f"depths {self.depths} and num_heads {self.num_heads} differ in length"
-            )
         p = self.patch_size
-        x = nn.Conv(self.embed_dim, (p, p), (p, p), dtype=self.dtype, name="patch_embed")(images)
-        x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="patch_norm")(x)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        norm = functools.partial(
+            nn.LayerNorm, epsilon=LN_EPS, dtype=jnp.float32, param_dtype=self.param_dtype
+        )
+        x = nn.Conv(self.embed_dim, (p, p), (p, p), name="patch_embed", **kw)(images)
+        x = norm(name="patch_norm")(x).astype(x.dtype)
         rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths)).tolist()
         aux: dict[str, jax.Array] = {}
         block = 0
         for stage, (depth, heads) in enumerate(zip(self.depths, self.num_heads, strict=True)):
             if stage:
-                x = PatchMerging(dtype=self.dtype, name=f"merge{stage + 1}")(x)
+                x = PatchMerging(name=f"merge{stage + 1}", **kw)(x)
             for i in range(depth):
                 x = SwinBlock(
                     heads,
@@ -157,17 +192,38 @@ class Swin(nn.Module):
                     shifted=i % 2 == 1,
                     mlp_ratio=self.mlp_ratio,
                     drop_path_rate=rates[block],
-                    dtype=self.dtype,
                     name=f"stage{stage + 1}_block{i}",
+                    **self.shared_fields(),
                 )(x, train=train)
                 block += 1
             aux[f"stage{stage + 1}"] = x
-        x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm")(x)
+        x = norm(name="norm")(x)
         x = x.mean(axis=(1, 2))
         aux["pre_logits"] = x
-        if not self.include_head or not self.num_classes:
+        if not self.num_classes:
             return x, aux
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x).astype(jnp.float32), aux
+        return nn.Dense(self.num_classes, name="head", **kw)(x).astype(jnp.float32), aux
+
+    def layer_index(self, path: str) -> int | None:
+        """BEiT's layer id of a parameter for layer-wise lr decay (train/optim.py): 0 for the
+        patch embedding, 1 + the block's position over all stages for a block, the id of the
+        previous stage's last block for a patch merging, None above the blocks (norm, head)."""
+        return swin_layer_index(path, tuple(self.depths))
+
+
+def swin_layer_index(path: str, depths: tuple[int, ...]) -> int | None:
+    """`Swin.layer_index` for a model with these `depths` (see there)."""
+    top = path.split("/")[0]
+    if top.startswith(("patch_embed", "patch_norm")):
+        return 0
+    stage_block = re.fullmatch(r"stage(\d+)_block(\d+)", top)
+    if stage_block:
+        stage, block = int(stage_block[1]) - 1, int(stage_block[2])
+        return sum(depths[:stage]) + block + 1
+    merge = re.fullmatch(r"merge(\d+)", top)
+    if merge:
+        return sum(depths[: int(merge[1]) - 1])
+    return None
 
 
 def swin_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
@@ -177,4 +233,4 @@ def swin_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     Raises:
       ValueError: unknown variant, in one line naming the valid ones.
     """
-    return preset_kwargs(SWIN_VARIANTS, "swin", variant, overrides)
+    return preset_kwargs(SWIN_VARIANTS, variant, overrides)

@@ -16,10 +16,11 @@ Equations (sec. 3):
 
 `pre_ln=True` computes X + Dropout(Sublayer(LayerNorm(X))) instead and ends each stack with a
 LayerNorm (Xiong et al. 2020, "On Layer Normalization in the Transformer Architecture"); the
-paper's arrangement is post-LN. Attention itself is `attn_jax.attention.MultiHeadAttention` (the
-fused `jax.nn.dot_product_attention` path unless attention weights are requested). Masks: padding
-keys (token 0) are masked in encoder self-attention and cross-attention; decoder self-attention is
-causal and masks padding keys too.
+paper's arrangement is post-LN. The layers are `attn_jax.models.blocks.TransformerBlock`s (post- or
+pre-LN, ReLU FFN, cross-attention in the decoder) whose attention is
+`attn_jax.attention.MultiHeadAttention`, with the model's `attention_fn` and `attention_impl`.
+Masks: padding keys (token 0) are masked in encoder self-attention and cross-attention; decoder
+self-attention is causal and masks padding keys too.
 
 Choices the paper leaves open, as in the authors' tensor2tensor code: embeddings initialized
 N(0, d_model^-1/2) (so sqrt(d_model) E has unit scale), LayerNorm epsilon 1e-6, no bias in the
@@ -37,6 +38,7 @@ and 214,245,376 (big); the non-embedding parts are exactly 44,138,496 and 176,35
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -45,204 +47,29 @@ import jax
 import jax.numpy as jnp
 
 from attn_jax.attention.masks import padding_mask
-from attn_jax.attention.multi_head import MultiHeadAttention
 from attn_jax.attention.positional import sinusoidal_position_encoding
 from attn_jax.models import beam_search as search
+from attn_jax.models.blocks import AttentionModel, BlockNames, BlockStack
+from attn_jax.models.variants import VariantTable, preset_kwargs
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 
 
-class PositionwiseFeedForward(nn.Module):
-    """FFN(x) = max(0, x W_1 + b_1) W_2 + b_2, eq. 2 (applied to every position alike)."""
-
-    d_ff: int
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        dense = dict(
-            kernel_init=nn.initializers.xavier_uniform(),
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
-        h = nn.relu(nn.Dense(self.d_ff, name="wi", **dense)(x))
-        return nn.Dense(x.shape[-1], name="wo", **dense)(h)
+# Sub-layer names: norm_i belongs to sub-layer i (0 self-attention, then cross-attention, then FFN).
+ENCODER_BLOCK_NAMES = BlockNames(
+    self_norm="norm_0",
+    self_attention="self_attention",
+    mlp_norm="norm_1",
+    mlp="ffn",
+    fc1="wi",
+    fc2="wo",
+)
+DECODER_BLOCK_NAMES = dataclasses.replace(
+    ENCODER_BLOCK_NAMES, cross_norm="norm_1", mlp_norm="norm_2"
+)
 
 
-def _sublayer(layer: nn.Module, index: int, x: jax.Array, fn, *, train: bool):
-    """x + Dropout(fn(x)) with the LayerNorm `norm_{index}` after (post-LN) or on fn's input
-    (pre-LN). `fn` may return (output, aux); aux is passed through."""
-    norm = nn.LayerNorm(epsilon=layer.epsilon, dtype=layer.dtype, name=f"norm_{index}")
-    out = fn(norm(x) if layer.pre_ln else x)
-    aux = None
-    if isinstance(out, tuple):
-        out, aux = out
-    out = nn.Dropout(layer.dropout_rate)(out, deterministic=not train)
-    return (x + out if layer.pre_ln else norm(x + out)), aux
-
-
-class EncoderLayer(nn.Module):
-    """Self-attention and FFN sub-layers of the encoder (sec. 3.1)."""
-
-    d_ff: int
-    num_heads: int
-    dropout_rate: float = 0.1
-    attention_dropout_rate: float = 0.0
-    pre_ln: bool = False
-    epsilon: float = 1e-6
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None, *, train: bool = False):
-        attention = MultiHeadAttention(
-            self.num_heads,
-            dropout_rate=self.attention_dropout_rate,
-            dtype=self.dtype,
-            name="self_attention",
-        )
-        x, _ = _sublayer(self, 0, x, lambda h: attention(h, mask=mask, train=train), train=train)
-        ffn = PositionwiseFeedForward(self.d_ff, dtype=self.dtype, name="ffn")
-        x, _ = _sublayer(self, 1, x, ffn, train=train)
-        return x
-
-
-class DecoderLayer(nn.Module):
-    """Masked self-attention, encoder-decoder attention and FFN sub-layers (sec. 3.1)."""
-
-    d_ff: int
-    num_heads: int
-    dropout_rate: float = 0.1
-    attention_dropout_rate: float = 0.0
-    pre_ln: bool = False
-    epsilon: float = 1e-6
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(
-        self,
-        y: jax.Array,
-        memory: jax.Array,
-        self_mask: jax.Array | None,
-        cross_mask: jax.Array | None,
-        *,
-        train: bool = False,
-        decode: bool = False,
-        return_attention: bool = False,
-    ) -> tuple[jax.Array, jax.Array | None]:
-        mha = dict(dropout_rate=self.attention_dropout_rate, dtype=self.dtype)
-        self_attention = MultiHeadAttention(self.num_heads, **mha, name="self_attention")
-        y, _ = _sublayer(
-            self,
-            0,
-            y,
-            # With the cache, the attention layer derives the causal mask from its step.
-            lambda h: self_attention(
-                h, mask=self_mask, causal=not decode, train=train, decode=decode
-            ),
-            train=train,
-        )
-        cross_attention = MultiHeadAttention(self.num_heads, **mha, name="cross_attention")
-        y, weights = _sublayer(
-            self,
-            1,
-            y,
-            lambda h: cross_attention(
-                h,
-                memory,
-                mask=cross_mask,
-                train=train,
-                decode=decode,
-                return_weights=return_attention,
-            ),
-            train=train,
-        )
-        ffn = PositionwiseFeedForward(self.d_ff, dtype=self.dtype, name="ffn")
-        y, _ = _sublayer(self, 2, y, ffn, train=train)
-        return y, weights
-
-
-class Encoder(nn.Module):
-    """N encoder layers (+ the final LayerNorm of pre-LN)."""
-
-    num_layers: int
-    d_ff: int
-    num_heads: int
-    dropout_rate: float = 0.1
-    attention_dropout_rate: float = 0.0
-    pre_ln: bool = False
-    epsilon: float = 1e-6
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None, *, train: bool = False):
-        for i in range(self.num_layers):
-            x = EncoderLayer(
-                self.d_ff,
-                self.num_heads,
-                self.dropout_rate,
-                self.attention_dropout_rate,
-                self.pre_ln,
-                self.epsilon,
-                self.dtype,
-                name=f"layer_{i}",
-            )(x, mask, train=train)
-        if self.pre_ln:
-            x = nn.LayerNorm(epsilon=self.epsilon, dtype=self.dtype, name="final_norm")(x)
-        return x
-
-
-class Decoder(nn.Module):
-    """N decoder layers (+ the final LayerNorm of pre-LN); returns each layer's cross-attention."""
-
-    num_layers: int
-    d_ff: int
-    num_heads: int
-    dropout_rate: float = 0.1
-    attention_dropout_rate: float = 0.0
-    pre_ln: bool = False
-    epsilon: float = 1e-6
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(
-        self,
-        y: jax.Array,
-        memory: jax.Array,
-        self_mask: jax.Array | None,
-        cross_mask: jax.Array | None,
-        *,
-        train: bool = False,
-        decode: bool = False,
-        return_attention: bool = False,
-    ) -> tuple[jax.Array, list[jax.Array | None]]:
-        cross_weights = []
-        for i in range(self.num_layers):
-            y, weights = DecoderLayer(
-                self.d_ff,
-                self.num_heads,
-                self.dropout_rate,
-                self.attention_dropout_rate,
-                self.pre_ln,
-                self.epsilon,
-                self.dtype,
-                name=f"layer_{i}",
-            )(
-                y,
-                memory,
-                self_mask,
-                cross_mask,
-                train=train,
-                decode=decode,
-                return_attention=return_attention,
-            )
-            cross_weights.append(weights)
-        if self.pre_ln:
-            y = nn.LayerNorm(epsilon=self.epsilon, dtype=self.dtype, name="final_norm")(y)
-        return y, cross_weights
-
-
-class Transformer(nn.Module):
+class Transformer(AttentionModel):
     """Encoder-decoder Transformer of Vaswani et al. 2017 (see the module docstring).
 
     Attributes:
@@ -261,7 +88,8 @@ class Transformer(nn.Module):
       num_decoder_layers: decoder depth if it differs from `num_layers`.
       layer_norm_epsilon: LayerNorm epsilon.
       return_attention: return the cross-attention weights in `aux` (explicit attention path).
-      dtype: computation dtype (None: float32); logits are float32 regardless.
+      (and `blocks.AttentionModel`'s attention_fn, attention_impl, dtype, param_dtype; logits
+      are float32 regardless)
     """
 
     vocab_size: int
@@ -277,35 +105,51 @@ class Transformer(nn.Module):
     num_decoder_layers: int | None = None
     layer_norm_epsilon: float = 1e-6
     return_attention: bool = False
-    dtype: Any = None
 
-    def setup(self):
+    def __post_init__(self):
         if self.d_model % self.num_heads:
             raise ValueError(
                 f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}"
             )
+        super().__post_init__()
+
+    def setup(self):
         embed = dict(
             num_embeddings=self.vocab_size,
             features=self.d_model,
             embedding_init=nn.initializers.normal(stddev=self.d_model**-0.5),
+            param_dtype=self.param_dtype,
         )
         if self.share_embeddings:
             self.embed = nn.Embed(**embed)
         else:
             self.source_embed = nn.Embed(**embed)
             self.target_embed = nn.Embed(**embed)
-            self.output_projection = nn.Dense(self.vocab_size, use_bias=False)
-        stack = dict(
-            d_ff=self.d_ff,
+            self.output_projection = nn.Dense(
+                self.vocab_size, use_bias=False, param_dtype=self.param_dtype
+            )
+        block = dict(
             num_heads=self.num_heads,
+            mlp_dim=self.d_ff,
+            pre_norm=self.pre_ln,
+            activation="relu",
             dropout_rate=self.dropout_rate,
             attention_dropout_rate=self.attention_dropout_rate,
-            pre_ln=self.pre_ln,
-            epsilon=self.layer_norm_epsilon,
-            dtype=self.dtype,
+            layernorm_epsilon=self.layer_norm_epsilon,
+            **self.shared_fields(),
         )
-        self.encoder = Encoder(self.num_layers, **stack)
-        self.decoder = Decoder(self.num_decoder_layers or self.num_layers, **stack)
+        stack = dict(
+            final_norm="final_norm" if self.pre_ln else None,
+            layernorm_epsilon=self.layer_norm_epsilon,
+            param_dtype=self.param_dtype,
+            block_name="layer_{i}",
+        )
+        self.encoder = BlockStack(self.num_layers, dict(block, names=ENCODER_BLOCK_NAMES), **stack)
+        self.decoder = BlockStack(
+            self.num_decoder_layers or self.num_layers,
+            dict(block, names=DECODER_BLOCK_NAMES, cross_attention=True, causal=True),
+            **stack,
+        )
         self.embed_dropout = nn.Dropout(self.dropout_rate)
 
     def embed_tokens(
@@ -342,7 +186,7 @@ class Transformer(nn.Module):
     def encode(self, inputs: jax.Array, *, train: bool = False) -> jax.Array:
         """Encoder output Z [B, S, d_model] of source tokens [B, S] (0 = PAD)."""
         x = self.embed_tokens(inputs, train=train)
-        return self.encoder(x, padding_mask(inputs != PAD), train=train)
+        return self.encoder(x, mask=padding_mask(inputs != PAD), train=train)[0]
 
     def decode(
         self,
@@ -375,14 +219,14 @@ class Transformer(nn.Module):
         y = self.embed_tokens(decoder_inputs, target=True, position=position, train=train)
         self_mask = None if decode else padding_mask(decoder_inputs != PAD)
         cross_mask = padding_mask(inputs != PAD)
-        y, cross = self.decoder(
+        # With the cache, the attention layers derive the causal mask from their step.
+        y, layers = self.decoder(
             y,
-            encoded,
-            self_mask,
-            cross_mask,
+            memory=encoded,
+            mask=self_mask,
+            memory_mask=cross_mask,
             train=train,
-            decode=decode,
-            return_attention=return_attention,
+            block_fields=dict(decode=decode, return_cross_weights=return_attention),
         )
         if self.share_embeddings:
             logits = self.embed.attend(y.astype(jnp.float32))
@@ -390,6 +234,7 @@ class Transformer(nn.Module):
             logits = self.output_projection(y.astype(jnp.float32))
         aux: dict[str, Any] = {}
         if return_attention:
+            cross = layers["cross_attention"]
             aux = {"cross_attention": cross, "attention": cross[-1]}
         return logits.astype(jnp.float32), aux
 
@@ -513,13 +358,16 @@ class Transformer(nn.Module):
         return tokens, aux
 
 
-TRANSFORMER_VARIANTS: dict[str, dict[str, Any]] = {
-    # Table 3 of the paper.
-    "base": dict(num_layers=6, d_model=512, d_ff=2048, num_heads=8, dropout_rate=0.1),
-    "big": dict(num_layers=6, d_model=1024, d_ff=4096, num_heads=16, dropout_rate=0.3),
-    # Not in the paper: small enough to train on a CPU in minutes.
-    "tiny": dict(num_layers=2, d_model=128, d_ff=512, num_heads=4, dropout_rate=0.1),
-}
+TRANSFORMER_VARIANTS = VariantTable(
+    "Transformer",
+    "Vaswani et al. 2017, Table 3 (base, big); tiny: ours, for CPU experiments",
+    {
+        "base": dict(num_layers=6, d_model=512, d_ff=2048, num_heads=8, dropout_rate=0.1),
+        "big": dict(num_layers=6, d_model=1024, d_ff=4096, num_heads=16, dropout_rate=0.3),
+        # Not in the paper: small enough to train on a CPU in minutes.
+        "tiny": dict(num_layers=2, d_model=128, d_ff=512, num_heads=4, dropout_rate=0.1),
+    },
+)
 
 # Table 3 of the paper, in millions (vocabulary accounting unstated; see the module docstring).
 PUBLISHED_PARAMS_M = {"base": 65, "big": 213}
@@ -538,15 +386,7 @@ def transformer_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     Raises:
       ValueError: if the variant is unknown.
     """
-    kwargs: dict[str, Any] = {}
-    if variant is not None:
-        if variant not in TRANSFORMER_VARIANTS:
-            raise ValueError(
-                f"unknown Transformer variant {variant!r}; valid: {sorted(TRANSFORMER_VARIANTS)}"
-            )
-        kwargs.update(TRANSFORMER_VARIANTS[variant])
-    kwargs.update({k: v for k, v in overrides.items() if v is not None})
-    return kwargs
+    return preset_kwargs(TRANSFORMER_VARIANTS, variant, overrides)
 
 
 def transformer_param_count(
@@ -585,11 +425,8 @@ __all__ = [
     "PUBLISHED_PARAMS_M",
     "TRANSFORMER_VARIANTS",
     "UNK",
-    "Decoder",
-    "DecoderLayer",
-    "Encoder",
-    "EncoderLayer",
-    "PositionwiseFeedForward",
+    "DECODER_BLOCK_NAMES",
+    "ENCODER_BLOCK_NAMES",
     "Transformer",
     "transformer_kwargs",
     "transformer_param_count",

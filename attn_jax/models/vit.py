@@ -40,7 +40,6 @@ unaffected.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -49,12 +48,22 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from attn_jax.attention import MultiHeadAttention
 from attn_jax.attention.positional import sincos_2d_posemb
+from attn_jax.models.blocks import AttentionModel, BlockNames, activation_fn, stack_blocks
+from attn_jax.models.variants import VariantTable, preset_kwargs
 
 POOLS = ("token", "gap", "flatten")
 HEADS = ("linear", "textbook_mlp")
 POSEMBS = ("learned", "sincos2d")
+# The official google-research/vision_transformer names of a block's submodules.
+VIT_BLOCK_NAMES = BlockNames(
+    self_norm="LayerNorm_0",
+    self_attention="MultiHeadDotProductAttention_1",
+    mlp_norm="LayerNorm_2",
+    mlp="MlpBlock_3",
+    fc1="Dense_0",
+    fc2="Dense_1",
+)
 
 
 def patchify(images: jax.Array, patch_size: int | tuple[int, int]) -> jax.Array:
@@ -87,10 +96,6 @@ def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return (int(ph), int(pw))
 
 
-def _gelu(approximate: bool):
-    return functools.partial(nn.gelu, approximate=approximate)
-
-
 class AddPositionEmbs(nn.Module):
     """Learned position embedding E_pos of eq. 1, one vector per token position."""
 
@@ -102,94 +107,6 @@ class AddPositionEmbs(nn.Module):
         shape = (1, x.shape[1], x.shape[2])
         pos = self.param("pos_embedding", self.posemb_init, shape, self.param_dtype)
         return x + pos.astype(x.dtype)
-
-
-class MlpBlock(nn.Module):
-    """The MLP of eq. 3: Dense -> GELU -> Dropout -> Dense [-> GELU] -> Dropout."""
-
-    mlp_dim: int
-    dropout_rate: float = 0.0
-    gelu_approximate: bool = True
-    activation_on_output: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
-        dense = functools.partial(
-            nn.Dense,
-            kernel_init=nn.initializers.xavier_uniform(),
-            bias_init=nn.initializers.normal(stddev=1e-6),
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
-        gelu = _gelu(self.gelu_approximate)
-        out_dim = x.shape[-1]
-        x = gelu(dense(self.mlp_dim, name="Dense_0")(x))
-        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-        x = dense(out_dim, name="Dense_1")(x)
-        if self.activation_on_output:
-            x = gelu(x)
-        return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-
-
-class EncoderBlock(nn.Module):
-    """One pre-LN Transformer layer, eqs. 2 and 3.
-
-    `train`/`sow_weights` are fields rather than call arguments so that the block has the
-    signature carry -> (carry, output) that `nn.scan` and `nn.remat` take without static arguments.
-    """
-
-    num_heads: int
-    mlp_dim: int
-    qkv_features: int | None = None
-    dropout_rate: float = 0.0
-    attention_dropout_rate: float = 0.0
-    layernorm_epsilon: float = 1e-6
-    gelu_approximate: bool = True
-    mlp_activation_on_output: bool = False
-    dropout_after_attention: bool = True
-    attention_implementation: str | None = None
-    train: bool = False
-    sow_weights: bool = False
-    return_tokens: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
-        norm = functools.partial(
-            nn.LayerNorm,
-            epsilon=self.layernorm_epsilon,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
-        y = norm(name="LayerNorm_0")(x)
-        y = MultiHeadAttention(
-            num_heads=self.num_heads,
-            qkv_features=self.qkv_features,
-            dropout_rate=self.attention_dropout_rate,
-            sow_weights=self.sow_weights,
-            implementation=self.attention_implementation,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="MultiHeadDotProductAttention_1",
-        )(y, train=self.train)
-        if self.dropout_after_attention:
-            y = nn.Dropout(self.dropout_rate)(y, deterministic=not self.train)
-        x = x + y  # eq. 2
-        y = norm(name="LayerNorm_2")(x)
-        y = MlpBlock(
-            mlp_dim=self.mlp_dim,
-            dropout_rate=self.dropout_rate,
-            gelu_approximate=self.gelu_approximate,
-            activation_on_output=self.mlp_activation_on_output,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="MlpBlock_3",
-        )(y, deterministic=not self.train)
-        x = x + y  # eq. 3
-        return x, (x if self.return_tokens else None)
 
 
 def keep_tokens(x: jax.Array, keep: jax.Array, class_token: bool) -> jax.Array:
@@ -209,13 +126,25 @@ def keep_tokens(x: jax.Array, keep: jax.Array, class_token: bool) -> jax.Array:
     return jnp.take_along_axis(x, index[:, :, None], axis=1)
 
 
-class Encoder(nn.Module):
-    """Position embedding, L encoder blocks and the final LayerNorm ('Transformer').
+class ViTEncoder(nn.Module):
+    """Position embedding, L blocks (`blocks.stack_blocks`) and the final LayerNorm: the
+    official code's 'Transformer' submodule.
 
     `posemb="learned"` adds the `posembed_input` parameter (eq. 1); `"sincos2d"` adds MAE's fixed
     table (`sincos_2d_posemb`) of the patch grid given by the call's `grid`. With `keep`, only
     the kept tokens continue past the position embedding (MAE, He et al. 2022, sec. 3: the
     embedding is added to every patch before the masked ones are removed).
+
+    Attributes:
+      depth: L.
+      block: `TransformerBlock` fields of every block (ViT's names, pre-LN).
+      dropout_rate: dropout after the embedding.
+      dropout_after_embedding: whether to apply it.
+      posemb: "learned" or "sincos2d".
+      layernorm_epsilon: epsilon of the final LayerNorm.
+      scan: `nn.scan` over the blocks (stacked under `encoderblock`).
+      remat: rematerialise each block.
+      drop_path_rate: stochastic depth of the last block (linear from 0).
     """
 
     depth: int
@@ -226,7 +155,7 @@ class Encoder(nn.Module):
     layernorm_epsilon: float = 1e-6
     scan: bool = False
     remat: bool = False
-    dtype: Any = None
+    drop_path_rate: float = 0.0
     param_dtype: Any = jnp.float32
 
     @nn.compact
@@ -235,70 +164,72 @@ class Encoder(nn.Module):
         x: jax.Array,
         *,
         train: bool,
-        sow_weights: bool,
-        return_tokens: bool,
         grid: tuple[int, int] | None = None,
         class_token: bool = False,
         keep: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Encodes tokens [B, N (+1), D]; `grid` (gh, gw) is needed by "sincos2d" only,
-        `class_token` says whether x[:, 0] is one, `keep` int [B, K] selects patches (MAE)."""
+        `class_token` says whether x[:, 0] is one, `keep` int [B, K] selects patches (MAE).
+        Returns (normed tokens, aux with "blockNN" when the block fields ask for them)."""
         if self.posemb == "learned":
             x = AddPositionEmbs(param_dtype=self.param_dtype, name="posembed_input")(x)
         elif self.posemb == "sincos2d":
             if grid is None:
                 raise ValueError(
-                    "Encoder posemb='sincos2d' needs the patch grid: pass grid=(gh, gw)"
+                    "ViTEncoder posemb='sincos2d' needs the patch grid: pass grid=(gh, gw)"
                 )
             table = sincos_2d_posemb(grid[0], grid[1], x.shape[-1], class_token)
             assert table.shape[1:] == x.shape[1:], (table.shape, x.shape)
             x = x + jnp.asarray(table, x.dtype)
         else:
-            raise ValueError(f"Encoder posemb={self.posemb!r} is not one of {list(POSEMBS)}")
+            raise ValueError(f"ViTEncoder posemb={self.posemb!r} is not one of {list(POSEMBS)}")
         if keep is not None:
             x = keep_tokens(x, keep, class_token)
         if self.dropout_after_embedding:
             x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-
-        block_kwargs = dict(
-            self.block,
-            train=train,
-            sow_weights=sow_weights,
-            return_tokens=return_tokens,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+        x, aux = stack_blocks(
+            x,
+            depth=self.depth,
+            block=dict(self.block, train=train),
+            name="encoderblock_{i}",
+            scan=self.scan,
+            remat=self.remat,
+            drop_path_rate=self.drop_path_rate,
         )
-        block_cls = EncoderBlock
-        if self.remat:
-            # Under scan the loop body is a separate computation; CSE across it cannot undo remat.
-            block_cls = nn.remat(block_cls, prevent_cse=not self.scan)
-        tokens: dict[str, jax.Array] = {}
-        if self.scan:
-            stack = nn.scan(
-                block_cls,
-                variable_axes={"params": 0, "intermediates": 0},
-                split_rngs={"params": True, "dropout": True},
-                length=self.depth,
-            )
-            x, per_block = stack(name="encoderblock", **block_kwargs)(x)
-            if return_tokens:
-                tokens = {f"block{i:02d}": per_block[i] for i in range(self.depth)}
-        else:
-            # Unrolled at trace time; keeps one named subtree per block, as the official weights.
-            for i in range(self.depth):
-                x, out = block_cls(name=f"encoderblock_{i}", **block_kwargs)(x)
-                if return_tokens:
-                    tokens[f"block{i:02d}"] = out
-        x = nn.LayerNorm(
+        norm = nn.LayerNorm(
             epsilon=self.layernorm_epsilon,
-            dtype=self.dtype,
+            dtype=jnp.float32,
             param_dtype=self.param_dtype,
             name="encoder_norm",
-        )(x)
-        return x, tokens
+        )
+        return norm(x).astype(x.dtype), aux
 
 
-class ViT(nn.Module):
+# Parameters below the first block: BEiT's layer 0 (their names in our ViT and the MIM encoders).
+_LAYER_ZERO = frozenset({"embedding", "cls", "posembed_input", "pos_embedding", "mask_token"})
+_BLOCK = re.compile(r"encoderblock(?:_(\d+))?")
+
+
+def vit_layer_index(path: str) -> int | slice | None:
+    """BEiT's layer id i of a ViT parameter for layer-wise lr decay (train/optim.py): 0 for the
+    patch embedding, class token, position embedding and mask token, l + 1 in encoder block l,
+    None above the blocks (final norm, pre_logits, head). A scanned stack of blocks
+    (".../encoderblock/...", blocks on the leading axis) gives slice(1, None): ids 1, 2, ...
+    along that axis.
+
+    Args:
+      path: the parameter's keys joined by "/" ("Transformer/encoderblock_3/LayerNorm_0/scale").
+    """
+    parts = path.split("/")
+    block = next((m for m in map(_BLOCK.fullmatch, parts) if m), None)
+    if block is not None:
+        return slice(1, None) if block.group(1) is None else int(block.group(1)) + 1
+    if _LAYER_ZERO.intersection(parts):
+        return 0
+    return None
+
+
+class ViT(AttentionModel):
     """Vision Transformer classifier, eqs. 1-4; returns (logits, aux).
 
     Attributes:
@@ -331,13 +262,13 @@ class ViT(nn.Module):
       output_softmax: return probabilities instead of logits. Off by default: the Keras example
         puts a softmax in its output layer and then applies a from_logits loss, a double softmax
         that only this flag reproduces.
+      drop_path_rate: stochastic depth of the last block, linear from 0 over the blocks (0 in
+        the paper; MAE's fine-tuning uses 0.1).
       sow_weights: sow each block's attention weights [B, H, T, T] into 'intermediates'.
       return_intermediates: add each block's output tokens to aux as "block00", "block01", ...
       scan: run the blocks with `nn.scan` (one compiled body, params stacked on a depth axis).
       remat: rematerialize each block in the backward pass (memory for compute).
-      attention_implementation: fused attention kernel passed to `jax.nn.dot_product_attention`.
-      dtype: computation dtype (e.g. bfloat16); parameters stay in `param_dtype`.
-      param_dtype: parameter dtype.
+      (and `blocks.AttentionModel`'s attention_fn, attention_impl, dtype, param_dtype)
     """
 
     num_classes: int
@@ -361,13 +292,11 @@ class ViT(nn.Module):
     dropout_after_embedding: bool = True
     dropout_after_attention: bool = True
     output_softmax: bool = False
+    drop_path_rate: float = 0.0
     sow_weights: bool = False
     return_intermediates: bool = False
     scan: bool = False
     remat: bool = False
-    attention_implementation: str | None = None
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def __post_init__(self):
         # Checked at construction, so a bad config fails while it is being read, not at init.
@@ -393,6 +322,10 @@ class ViT(nn.Module):
                 f"num_heads={self.num_heads}"
             )
         super().__post_init__()
+
+    def layer_index(self, path: str) -> int | slice | None:
+        """BEiT's layer id of a parameter (`vit_layer_index`), for layer-wise lr decay."""
+        return vit_layer_index(path)
 
     @property
     def class_token(self) -> bool:
@@ -468,16 +401,21 @@ class ViT(nn.Module):
         block = dict(
             num_heads=self.num_heads,
             mlp_dim=self.mlp_dim,
+            names=VIT_BLOCK_NAMES,
             qkv_features=self.qkv_features,
-            dropout_rate=self.dropout_rate,
-            attention_dropout_rate=self.attention_dropout_rate,
-            layernorm_epsilon=self.layernorm_epsilon,
-            gelu_approximate=self.gelu_approximate,
+            activation="gelu_tanh" if self.gelu_approximate else "gelu",
             mlp_activation_on_output=self.mlp_activation_on_output,
+            dropout_rate=self.dropout_rate,
+            mlp_dropout_rate=self.dropout_rate,
+            attention_dropout_rate=self.attention_dropout_rate,
             dropout_after_attention=self.dropout_after_attention,
-            attention_implementation=self.attention_implementation,
+            layernorm_epsilon=self.layernorm_epsilon,
+            mlp_bias_init=nn.initializers.normal(stddev=1e-6),
+            sow_weights=sow,
+            return_tokens=self.return_intermediates,
+            **self.shared_fields(),
         )
-        x, aux = Encoder(
+        x, aux = ViTEncoder(
             depth=self.depth,
             block=block,
             dropout_rate=self.dropout_rate,
@@ -486,18 +424,10 @@ class ViT(nn.Module):
             layernorm_epsilon=self.layernorm_epsilon,
             scan=self.scan,
             remat=self.remat,
-            dtype=self.dtype,
+            drop_path_rate=self.drop_path_rate,
             param_dtype=self.param_dtype,
             name="Transformer",
-        )(
-            x,
-            train=train,
-            sow_weights=sow,
-            return_tokens=self.return_intermediates,
-            grid=(gh, gw),
-            class_token=self.class_token,
-            keep=keep,
-        )
+        )(x, train=train, grid=(gh, gw), class_token=self.class_token, keep=keep)
         aux = {"tokens": x, **aux}
 
         if self.pool == "token":
@@ -520,7 +450,7 @@ class ViT(nn.Module):
             head_init = nn.initializers.zeros_init()
         else:
             head_init = nn.initializers.xavier_uniform()
-            gelu = _gelu(self.gelu_approximate)
+            gelu = activation_fn("gelu_tanh" if self.gelu_approximate else "gelu")
             x = nn.Dropout(self.head_dropout)(x, deterministic=not train)
             for i, units in enumerate(self.head_hidden):
                 x = nn.Dense(
@@ -533,7 +463,7 @@ class ViT(nn.Module):
                 x = nn.Dropout(self.head_dropout)(gelu(x), deterministic=not train)
         aux["pre_logits"] = x
         if self.num_classes == 0:
-            return x, aux
+            return x.astype(jnp.float32), aux
 
         logits = nn.Dense(
             self.num_classes,
@@ -541,9 +471,9 @@ class ViT(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="head",
-        )(x)
+        )(x).astype(jnp.float32)
         if self.output_softmax:
-            logits = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+            logits = jax.nn.softmax(logits, axis=-1)
         return logits, aux
 
 
@@ -556,24 +486,6 @@ VIT_SIZES: dict[str, dict[str, int]] = {
     "L": dict(hidden_size=1024, depth=24, num_heads=16, mlp_dim=4096),
     "H": dict(hidden_size=1280, depth=32, num_heads=16, mlp_dim=5120),
 }
-
-_SUFFIXES: dict[str, dict[str, Any]] = {
-    "gap": dict(pool="gap"),
-    "norep": dict(representation_size=None),
-}
-
-_VARIANT_RE = re.compile(r"(?P<size>Ti|S|B|L|H)/(?P<patch>\d+)(?P<suffixes>(?:-(?:gap|norep))*)")
-
-
-def _decode_size_patch(variant: str) -> dict[str, Any] | None:
-    match = _VARIANT_RE.fullmatch(variant)
-    if match is None:
-        return None
-    kwargs: dict[str, Any] = dict(VIT_SIZES[match["size"]], patch_size=int(match["patch"]))
-    for suffix in filter(None, match["suffixes"].split("-")):
-        kwargs.update(_SUFFIXES[suffix])
-    return kwargs
-
 
 TEXTBOOK_CIFAR10: dict[str, Any] = dict(
     patch_size=4,
@@ -595,23 +507,20 @@ TEXTBOOK_CIFAR10: dict[str, Any] = dict(
     dropout_after_attention=False,
 )
 
-VIT_VARIANTS: dict[str, dict[str, Any]] = {
-    **{
-        name: _decode_size_patch(name)
-        for name in (
-            "Ti/16",
-            "S/16",
-            "B/16",
-            "B/32",
-            "L/16",
-            "L/32",
-            "H/14",
-            "S/16-gap",
-            "B/16-gap-norep",
-        )
+_PUBLISHED = ("Ti/16", "S/16", "B/16", "B/32", "L/16", "L/32", "H/14", "S/16-gap", "B/16-gap-norep")
+_SUFFIXES = {"gap": dict(pool="gap"), "norep": dict(representation_size=None)}
+_GRAMMAR = VariantTable("ViT", "Dosovitskiy et al. 2021, Table 1", {}, VIT_SIZES, _SUFFIXES)
+VIT_VARIANTS = VariantTable(
+    "ViT",
+    "Dosovitskiy et al. 2021, Table 1 (B, L, H); Touvron et al. 2021, Table 1 (Ti, S); the "
+    "Keras example (textbook_cifar10)",
+    presets={
+        **{name: _GRAMMAR.fields(name) for name in _PUBLISHED},
+        "textbook_cifar10": TEXTBOOK_CIFAR10,
     },
-    "textbook_cifar10": TEXTBOOK_CIFAR10,
-}
+    sizes=VIT_SIZES,
+    suffixes=_SUFFIXES,
+)
 
 
 def vit_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
@@ -620,24 +529,7 @@ def vit_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:
     Besides the names in `VIT_VARIANTS`, any "<size>/<patch>[-gap][-norep]" with size in
     `VIT_SIZES` decodes (e.g. "B/8", "S/32-gap").
 
-    Args:
-      variant: a variant name, or None to take every field from `overrides`.
-      **overrides: ViT fields; None values are ignored, so configs can leave fields unset.
-
-    Returns:
-      a new dict of ViT fields.
-
     Raises:
       ValueError: if the variant is unknown.
     """
-    kwargs: dict[str, Any] = {}
-    if variant is not None:
-        decoded = VIT_VARIANTS.get(variant) or _decode_size_patch(variant)
-        if decoded is None:
-            raise ValueError(
-                f"unknown ViT variant {variant!r}; valid: {sorted(VIT_VARIANTS)} or "
-                f"'<size>/<patch>[-gap][-norep]' with size in {list(VIT_SIZES)}"
-            )
-        kwargs.update(decoded)
-    kwargs.update({k: v for k, v in overrides.items() if v is not None})
-    return kwargs
+    return preset_kwargs(VIT_VARIANTS, variant, overrides)

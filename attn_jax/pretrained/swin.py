@@ -119,8 +119,7 @@ def swin_kwargs_from_tensors(tensors: Mapping[str, np.ndarray], where: str) -> d
     mlp_ratio = fc1.shape[0] / embed_dim if fc1 is not None else 4.0
     head = tensors.get("head.fc.weight")
     return dict(
-        num_classes=int(head.shape[0]) if head is not None else 0,
-        include_head=head is not None,
+        num_classes=int(head.shape[0]) if head is not None else 0,  # 0: no head
         patch_size=int(proj.shape[2]),
         embed_dim=embed_dim,
         depths=tuple(depths[s] for s in range(len(depths))),
@@ -191,11 +190,13 @@ def convert_swin_tensors(
                     },
                 },
                 "norm2": norm(f"{b}.norm2", c),
-                "fc1": linear(f"{b}.mlp.fc1", c, hidden),
-                "fc2": linear(f"{b}.mlp.fc2", hidden, c),
+                "mlp": {
+                    "fc1": linear(f"{b}.mlp.fc1", c, hidden),
+                    "fc2": linear(f"{b}.mlp.fc2", hidden, c),
+                },
             }
     params["norm"] = norm("norm", c)
-    if kwargs["include_head"]:
+    if kwargs["num_classes"]:
         params["head"] = linear("head.fc", c, kwargs["num_classes"])
     src.check()
     return {"params": params}
@@ -267,7 +268,7 @@ def swin_from_tensors(
     where = where or "state dict"
     tensors = canonical_names(tensors)
     kwargs = swin_kwargs_from_tensors(tensors, where)
-    if not kwargs["include_head"]:
+    if not kwargs["num_classes"]:
         raise PretrainedError(
             f"{where} has no head.fc (a feature extractor); classification needs the classifier"
         )

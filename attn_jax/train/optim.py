@@ -18,18 +18,18 @@ gradient accumulation, optax.MultiSteps still keeps an accumulator for frozen pa
 `optim.layer_decay` = d (0 or absent: off) is the layer-wise learning-rate decay of BEiT (Bao,
 Dong, Piao, Wei 2022, "BEiT: BERT Pre-Training of Image Transformers") that MAE's fine-tuning
 recipe keeps (He et al. 2022, "Masked Autoencoders Are Scalable Vision Learners": d = 0.65 for
-ViT-B, FAITHFULNESS.md section 13): in a ViT of L blocks, layer i learns at
-lr * d^(L + 1 - i), where i = 0 for the patch embedding, class token, position embedding and mask
-token, i = l + 1 for encoder block l, and i = L + 1 for everything above the blocks (final norm,
-pre_logits, head). It scales each leaf's finished update, which is exactly a per-parameter-group
-learning rate for AdamW (Adam step and decoupled weight decay alike) and for SGD; its factors
-multiply those of `lr_multipliers`.
+ViT-B, FAITHFULNESS.md section 13): in a model of L layers, layer i learns at lr * d^(L + 1 - i).
+The model declares each parameter's layer id i (its `layer_index(path)` method: ViT's, Swin's,
+CLIP's and the MIM encoders'); in a ViT i = 0 for the patch embedding, class token, position
+embedding and mask token, i = l + 1 for encoder block l, and i = L + 1 for everything above the
+blocks (final norm, pre_logits, head). It scales each leaf's finished update, which is exactly a
+per-parameter-group learning rate for AdamW (Adam step and decoupled weight decay alike) and for
+SGD; its factors multiply those of `lr_multipliers`.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 from attn_jax.config import ConfigError
+from attn_jax.models.vit import vit_layer_index
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "linear", "constant", "noam", "step")
@@ -161,12 +162,6 @@ def lr_multipliers(params: Any, multipliers: Mapping[str, float] | None) -> Any:
     return jax.tree_util.tree_unflatten(treedef, factors)
 
 
-# A block is "encoderblock_{l}" (unrolled) or "encoderblock" with a leading depth axis (nn.scan).
-_BLOCK_RE = re.compile(r"encoderblock(?:_(\d+))?")
-# Parameters below the first block: BEiT's layer 0 (its names in our ViT and in the MIM encoders).
-_LAYER_ZERO = frozenset({"embedding", "cls", "posembed_input", "pos_embedding", "mask_token"})
-
-
 def _check_layer_decay(optim_cfg: Mapping) -> float:
     decay = optim_cfg.get("layer_decay") or 0.0
     if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 <= decay <= 1:
@@ -177,73 +172,94 @@ def _check_layer_decay(optim_cfg: Mapping) -> float:
     return float(decay)
 
 
-def layer_decay_factors(params: Any, decay: float) -> Any:
-    """The layer-wise learning-rate factor of every leaf of a ViT's `params` (module docstring).
+LayerIndex = Callable[[str], "int | slice | None"]
 
-    Args:
-      params: a parameter tree (arrays or `jax.ShapeDtypeStruct`s) holding encoder blocks
-        ".../encoderblock_{l}/..." or, with `scan=True`, ".../encoderblock/..." stacked on a
-        leading depth axis.
-      decay: d in (0, 1].
 
-    Returns:
-      a tree shaped like `params` of Python floats, except for stacked (scanned) blocks, whose
-      factor is a numpy array [L, 1, ...] over the depth axis that broadcasts against the leaf.
+def model_layer_index(model: Any) -> LayerIndex:
+    """The layer-id function a model declares (its `layer_index(path)` method), or ViT's naming
+    (`attn_jax.models.vit.vit_layer_index`) when no model is given.
 
     Raises:
-      ConfigError: the tree has no encoder blocks.
+      ConfigError: the model declares no layer ids.
     """
+    if model is None:
+        return vit_layer_index
+    index = getattr(model, "layer_index", None)
+    if index is None:
+        raise ConfigError(
+            f"optim.layer_decay: model {type(model).__name__} declares no layer ids "
+            "(a layer_index method); set optim.layer_decay=0"
+        )
+    return index
+
+
+def layer_decay_factors(params: Any, decay: float, layer_index: LayerIndex | None = None) -> Any:
+    """The layer-wise learning-rate factor of every leaf of `params` (module docstring).
+
+    Args:
+      params: a parameter tree (arrays or `jax.ShapeDtypeStruct`s).
+      decay: d in (0, 1].
+      layer_index: path -> the leaf's layer id i (an int), None above every layer (factor 1), or
+        slice(start, None) for layers stacked on the leaf's leading axis (ids start, start + 1,
+        ...). The model declares it (`model_layer_index`); None reads ViT's names.
+
+    Returns:
+      a tree shaped like `params` of Python floats, except for stacked (scanned) leaves, whose
+      factor is a numpy array [L, 1, ...] over the depth axis that broadcasts against the leaf.
+      With L the largest id, a leaf of id i gets d^(L + 1 - i).
+
+    Raises:
+      ConfigError: the tree has no layer above 0 (no blocks).
+    """
+    layer_index = layer_index or vit_layer_index
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-    layers = []  # per leaf: ("block", l), ("stacked", None), ("zero", None) or ("top", None)
-    depth = 0
+    ids = []  # per leaf: an int, an int array over the leading axis, or None
     for path, leaf in leaves:
-        parts = param_path(path).split("/")
-        block = next((m for m in map(_BLOCK_RE.fullmatch, parts) if m), None)
-        if block is not None and block.group(1) is not None:
-            layers.append(("block", int(block.group(1))))
-            depth = max(depth, int(block.group(1)) + 1)
-        elif block is not None:
-            layers.append(("stacked", None))
-            depth = max(depth, int(leaf.shape[0]))
-        elif _LAYER_ZERO.intersection(parts):
-            layers.append(("zero", None))
-        else:
-            layers.append(("top", None))
+        i = layer_index(param_path(path))
+        if isinstance(i, slice):
+            i = i.start + np.arange(leaf.shape[0])
+        ids.append(i)
+    depth = max((int(np.max(i)) for i in ids if i is not None), default=0)
     if depth == 0:
         example = max((param_path(p) for p, _ in leaves), key=lambda p: p.count("/"), default="")
+        if layer_index is vit_layer_index:
+            raise ConfigError(
+                "optim.layer_decay needs a ViT-style encoder whose blocks are named "
+                f"'encoderblock_<l>' (or 'encoderblock' with scan), but parameters such as "
+                f"{example!r} have none; set optim.layer_decay=0"
+            )
         raise ConfigError(
-            "optim.layer_decay needs a ViT-style encoder whose blocks are named "
-            f"'encoderblock_<l>' (or 'encoderblock' with scan), but parameters such as {example!r} "
-            "have none; set optim.layer_decay=0"
+            f"optim.layer_decay found no layers in the model's parameters (e.g. {example!r}); "
+            "set optim.layer_decay=0"
         )
     factors = []
-    for (kind, block), (_, leaf) in zip(layers, leaves, strict=True):
-        if kind == "block":
-            factors.append(decay ** (depth - block))  # layer i = l + 1
-        elif kind == "stacked":
-            per_block = decay ** (depth - np.arange(leaf.shape[0], dtype=np.float64))
-            factors.append(per_block.reshape(-1, *([1] * (len(leaf.shape) - 1))))
-        elif kind == "zero":
-            factors.append(decay ** (depth + 1))
-        else:
+    for i, (_, leaf) in zip(ids, leaves, strict=True):
+        if i is None:
             factors.append(1.0)
+        elif isinstance(i, np.ndarray):
+            per_layer = decay ** (depth + 1 - i.astype(np.float64))
+            factors.append(per_layer.reshape(-1, *([1] * (len(leaf.shape) - 1))))
+        else:
+            factors.append(decay ** (depth + 1 - i))
     return jax.tree_util.tree_unflatten(treedef, factors)
 
 
-def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
+def scale_by_layer_decay(
+    decay: float, layer_index: LayerIndex | None = None
+) -> optax.GradientTransformation:
     """Multiplies each leaf's update by its `layer_decay_factors`; keeps no state.
 
     The factors depend only on the tree's paths and shapes, so they are recomputed at trace time
-    and enter the compiled step as constants. `init` checks that the model has encoder blocks.
+    and enter the compiled step as constants. `init` checks that the model has layers.
     """
 
     def init(params):
-        layer_decay_factors(params, decay)
+        layer_decay_factors(params, decay, layer_index)
         return optax.EmptyState()
 
     def update(updates, state, params=None):
         del params
-        factors = layer_decay_factors(updates, decay)
+        factors = layer_decay_factors(updates, decay, layer_index)
         scaled = jax.tree_util.tree_map(
             lambda u, f: u * jnp.asarray(f, dtype=u.dtype), updates, factors
         )
@@ -304,13 +320,15 @@ def _base_optimizer(optim_cfg: Mapping, schedule: optax.Schedule) -> optax.Gradi
 
 
 def make_optimizer(
-    optim_cfg: Mapping, total_steps: int
+    optim_cfg: Mapping, total_steps: int, model: Any = None
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Returns (tx, schedule) for the config group `optim`; `schedule` is the base learning rate
     (factor 1 of `lr_multipliers`).
 
-    A pattern of `lr_multipliers` that matches no parameter raises a ConfigError when `tx.init`
-    first sees the parameters.
+    `model` (the Linen module the parameters belong to) declares the layer ids that
+    `optim.layer_decay` reads (its `layer_index` method); without it, ViT's parameter names are
+    read. A pattern of `lr_multipliers` that matches no parameter raises a ConfigError when
+    `tx.init` first sees the parameters.
     """
     accum = int(optim_cfg.get("grad_accum_steps", 1))
     # The schedule counts optimizer updates; with accumulation there is one per `accum` steps.
@@ -341,7 +359,7 @@ def make_optimizer(
     if clip and frozen is not None:
         tx = optax.chain(optax.masked(optax.set_to_zero(), frozen), tx)
     if layer_decay:
-        tx = optax.chain(tx, scale_by_layer_decay(layer_decay))
+        tx = optax.chain(tx, scale_by_layer_decay(layer_decay, model_layer_index(model)))
     if accum > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=accum)
     return tx, schedule

@@ -1,4 +1,5 @@
-"""scaled_dot_product_attention: Vaswani et al. 2017 eq. 1, masking semantics, both paths agree."""
+"""scaled_dot_product_attention: Vaswani et al. 2017 eq. 1, masking semantics, every implementation
+agrees, and the choice of implementation."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +7,9 @@ import numpy as np
 import pytest
 
 from attn_jax.attention import (
+    AttentionConfigError,
     causal_mask,
+    choose_implementation,
     dot_product_attention_weights,
     mask_to_bias,
     padding_mask,
@@ -18,7 +21,13 @@ B, TQ, TK, H, DH = 2, 5, 7, 3, 4
 # One compiled function per configuration instead of op-by-op dispatch: keeps the file fast.
 sdpa = jax.jit(
     scaled_dot_product_attention,
-    static_argnames=("dropout_rate", "deterministic", "return_weights", "is_causal"),
+    static_argnames=(
+        "dropout_rate",
+        "deterministic",
+        "return_weights",
+        "is_causal",
+        "implementation",
+    ),
 )
 
 
@@ -57,7 +66,7 @@ def reference(q, k, v, mask=None, bias=None):
 
 
 def both_paths(q, k, v, **kwargs):
-    fused = sdpa(q, k, v, **kwargs)
+    fused = sdpa(q, k, v, implementation="xla", **kwargs)
     explicit, weights = sdpa(q, k, v, return_weights=True, **kwargs)
     return fused, explicit, weights
 
@@ -91,6 +100,34 @@ def test_fused_and_explicit_paths_agree_with_mask_bias_and_causal(qkv, mask):
         ref_out, _ = reference(q, k, v, full_mask, kwargs.get("bias"))
         np.testing.assert_allclose(fused, explicit, atol=1e-5, err_msg=str(list(kwargs)))
         np.testing.assert_allclose(fused, ref_out, atol=1e-5, err_msg=str(list(kwargs)))
+
+
+@pytest.mark.parametrize("implementation", ["xla", "explicit", "blockwise", "auto"])
+def test_every_implementation_is_equation_1_with_mask_bias_and_causal(qkv, mask, implementation):
+    q, k, v = qkv
+    bias = jnp.asarray(np.random.default_rng(2).standard_normal((1, H, TQ, TK)), jnp.float32)
+    for kwargs in (dict(mask=mask, bias=bias), dict(mask=mask, is_causal=True)):
+        out = sdpa(q, k, v, implementation=implementation, **kwargs)
+        full_mask = mask & causal_mask(TQ, TK) if kwargs.get("is_causal") else mask
+        ref_out, _ = reference(q, k, v, full_mask, kwargs.get("bias"))
+        np.testing.assert_allclose(out, ref_out, atol=1e-5, err_msg=str(list(kwargs)))
+        assert bool(jnp.all(out[0, 1, 2] == 0.0))  # the fully masked row
+
+
+def test_choice_of_implementation():
+    q = jnp.zeros((1, 4, 2, 8))
+    assert choose_implementation("xla", q, q, q, need_weights=True) == "explicit"
+    assert choose_implementation("blockwise", q, q, q) == "blockwise"
+    assert choose_implementation(None, q, q, q) == choose_implementation("auto", q, q, q)
+    if jax.default_backend() == "cpu":
+        from attn_jax.attention.dot_product import CPU_DEFAULT
+
+        assert choose_implementation("auto", q, q, q) == CPU_DEFAULT
+        with pytest.raises(AttentionConfigError, match="needs an NVIDIA GPU") as err:
+            choose_implementation("cudnn", q, q, q)
+        assert "\n" not in str(err.value)
+    with pytest.raises(AttentionConfigError, match="unknown attention implementation 'flash'"):
+        choose_implementation("flash", q, q, q)
 
 
 def test_masked_keys_get_exactly_zero_weight_and_rows_sum_to_one(qkv, mask):

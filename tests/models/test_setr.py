@@ -21,17 +21,18 @@ D, WIDTH, MLA_WIDTH, MLP = 16, 8, 4, 32
 IMAGES = jax.ShapeDtypeStruct((2, 32, 48, 3), jnp.float32)  # 2x3 tokens at p = 16
 
 
-def tiny(**overrides) -> SETR:
+ENCODER = dict(patch_size=16, hidden_size=D, depth=4, num_heads=2, mlp_dim=MLP)
+
+
+def tiny(encoder=None, **overrides) -> SETR:
+    """A small SETR; `encoder` updates the ViT encoder's fields (or, with a Swin backbone, is
+    the Swin's fields)."""
+    if overrides.get("backbone") == "swin":
+        fields = dict(encoder or {})
+    else:
+        fields = dict(ENCODER, **(encoder or {}))
     kwargs = dict(
-        num_classes=K,
-        patch_size=16,
-        hidden_size=D,
-        depth=4,
-        num_heads=2,
-        mlp_dim=MLP,
-        decoder_width=WIDTH,
-        mla_width=MLA_WIDTH,
-        norm_groups=4,
+        num_classes=K, encoder=fields, decoder_width=WIDTH, mla_width=MLA_WIDTH, norm_groups=4
     )
     return SETR(**{**kwargs, **overrides})
 
@@ -82,7 +83,7 @@ def test_logits_have_the_input_resolution_for_every_decoder(decoder):
 @pytest.mark.parametrize("patch", [16, 4])
 def test_pup_upsamples_by_the_patch_size_in_log2_p_doublings(patch):
     images = jax.ShapeDtypeStruct((1, 2 * patch, 3 * patch, 3), jnp.float32)
-    _, (logits, aux) = abstract(tiny(decoder="pup", patch_size=patch), images)
+    _, (logits, aux) = abstract(tiny(decoder="pup", encoder={"patch_size": patch}), images)
     maps = aux["decoder_maps"]
     assert len(maps) == int(math.log2(patch))
     assert [m.shape[1:3] for m in maps] == [(2 * 2**i, 3 * 2**i) for i in range(len(maps))]
@@ -92,7 +93,7 @@ def test_pup_upsamples_by_the_patch_size_in_log2_p_doublings(patch):
 
 
 def test_mla_reads_the_four_evenly_spaced_layers():
-    model = tiny(decoder="mla", depth=8)
+    model = tiny(decoder="mla", encoder={"depth": 8})
     assert model.mla_layer_indices == (2, 4, 6, 8)
     assert SETR(num_classes=2, decoder="mla").mla_layer_indices == (6, 12, 18, 24)  # SETR-L
     shapes, _ = abstract(model)
@@ -103,7 +104,7 @@ def test_mla_reads_the_four_evenly_spaced_layers():
 
     def changed_streams(block: int) -> list[bool]:
         perturbed = jax.tree_util.tree_map(lambda x: x, params)
-        mlp = perturbed["Transformer"][f"encoderblock_{block}"]["MlpBlock_3"]["Dense_1"]
+        mlp = perturbed["encoder"]["Transformer"][f"encoderblock_{block}"]["MlpBlock_3"]["Dense_1"]
         # A random change: a constant one would shift every channel alike, which the next
         # LayerNorm removes.
         noise = np.random.default_rng(block).normal(0.0, 0.5, mlp["kernel"].shape)
@@ -120,11 +121,9 @@ def test_swin_backbone_on_a_size_that_is_no_multiple_of_the_window():
     model = tiny(
         backbone="swin",
         decoder="mla",
-        patch_size=4,
-        swin_embed_dim=8,
-        swin_depths=(2, 1, 1, 1),
-        swin_num_heads=(1, 1, 2, 2),
-        window=3,
+        encoder=dict(
+            patch_size=4, embed_dim=8, depths=(2, 1, 1, 1), num_heads=(1, 1, 2, 2), window=3
+        ),
     )
     images = jax.ShapeDtypeStruct((2, 40, 36, 3), jnp.float32)  # 10x9 tokens; window 3... 7
     params, (logits, aux) = abstract(model, images)
@@ -135,7 +134,7 @@ def test_swin_backbone_on_a_size_that_is_no_multiple_of_the_window():
         (2, 3, 3, 32),
         (2, 2, 2, 64),
     ]
-    assert "backbone" in params and "head" not in params["backbone"]
+    assert "encoder" in params and "head" not in params["encoder"]
 
 
 def test_naive_decoder_parameters_counted_by_hand():
@@ -178,13 +177,14 @@ def test_auxiliary_heads_give_full_resolution_logits():
 
 
 def test_l16_encoder_has_vit_l16_parameters_without_class_token_and_head():
-    assert setr_kwargs("L/16") == dict(
-        hidden_size=1024, depth=24, num_heads=16, mlp_dim=4096, patch_size=16, backbone="vit"
-    )
+    assert setr_kwargs("L/16") == dict(backbone="vit", encoder=dict(variant="L/16"))
     model = build_model({"name": "setr", "variant": "L/16", "decoder": "naive", "num_classes": 19})
+    fields = model.encoder_fields()
+    assert (fields["hidden_size"], fields["depth"], fields["num_heads"]) == (1024, 24, 16)
+    assert (fields["mlp_dim"], model.patch_size, fields["pool"]) == (4096, 16, "gap")
     images = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
     params = jax.eval_shape(model.init, jax.random.key(0), images)["params"]
-    encoder = count_params({k: params[k] for k in ("embedding", "Transformer")})
+    encoder = count_params(params["encoder"])
     # ViT-L/16 at 224 px, 1000 classes: 304,326,632 (official models_test.py), minus the class
     # token, its position embedding and the 1024 x 1000 head.
     assert encoder == 304_326_632 - 1024 - 1024 - (1024 * 1000 + 1000)
@@ -201,7 +201,8 @@ def test_every_variant_builds():
     [
         (dict(decoder="upernet"), "decoder='upernet'"),
         (dict(backbone="resnet"), "backbone='resnet'"),
-        (dict(decoder="pup", patch_size=12), "power of two"),
+        (dict(decoder="pup", encoder={"patch_size": 12}), "power of two"),
+        (dict(encoder={"window": 7}), "unknown field(s) ['window'] in SETR's model.encoder"),
         (dict(backbone="swin", decoder="pup"), "decoder='mla'"),
         (dict(decoder="mla", mla_layers=(1, 2, 3, 9)), "1..4"),
         (dict(aux_layers=(0,)), "aux_layers"),

@@ -13,14 +13,14 @@ import pytest
 from attn_jax.attention import MultiHeadAttention
 from attn_jax.attention.positional import sinusoidal_position_encoding
 from attn_jax.models import count_params
+from attn_jax.models.blocks import Mlp, TransformerBlock
 from attn_jax.models.transformer import (
     BOS,
+    ENCODER_BLOCK_NAMES,
     EOS,
     PAD,
     PUBLISHED_PARAMS_M,
     TRANSFORMER_VARIANTS,
-    EncoderLayer,
-    PositionwiseFeedForward,
     Transformer,
     transformer_kwargs,
     transformer_param_count,
@@ -53,7 +53,7 @@ def small():
 
 
 def test_ffn_and_mha_param_counts_d512():
-    ffn = jax.eval_shape(PositionwiseFeedForward(2048).init, jax.random.key(0), jnp.zeros((1, 512)))
+    ffn = jax.eval_shape(Mlp(2048, "relu").init, jax.random.key(0), jnp.zeros((1, 512)))
     assert count_params(ffn["params"]) == 2_099_712
     mha = jax.eval_shape(MultiHeadAttention(8).init, jax.random.key(0), jnp.zeros((1, 3, 512)))
     assert count_params(mha["params"]) == 1_050_624
@@ -92,7 +92,7 @@ def test_variants_and_overrides():
     }
     assert transformer_kwargs("big")["dropout_rate"] == 0.3
     assert transformer_kwargs("tiny", d_model=64)["d_model"] == 64
-    with pytest.raises(ValueError, match="valid: \\['base', 'big', 'tiny'\\]"):
+    with pytest.raises(ValueError, match="valid variants: \\['base', 'big', 'tiny'\\]"):
         transformer_kwargs("huge")
 
 
@@ -172,8 +172,10 @@ def test_attention_path_gives_the_fast_path_logits(small):
 def test_post_ln_normalizes_after_the_residual_pre_ln_before_the_sublayer():
     x = jax.random.normal(jax.random.key(0), (2, 5, 16)) * 3.0 + 1.0
     for pre_ln in (False, True):
-        layer = EncoderLayer(d_ff=32, num_heads=2, pre_ln=pre_ln)
-        params = layer.init(jax.random.key(1), x, None)["params"]
+        layer = TransformerBlock(
+            num_heads=2, mlp_dim=32, names=ENCODER_BLOCK_NAMES, pre_norm=pre_ln, activation="relu"
+        )
+        params = layer.init(jax.random.key(1), x)["params"]
         # With the sub-layers' output projections zeroed, each sub-layer adds nothing.
         zeroed = jax.tree_util.tree_map_with_path(
             lambda path, p: (
@@ -183,14 +185,14 @@ def test_post_ln_normalizes_after_the_residual_pre_ln_before_the_sublayer():
             ),
             params,
         )
-        y = layer.apply({"params": zeroed}, x, None)
+        y, _ = layer.apply({"params": zeroed}, x)
         if pre_ln:
             np.testing.assert_allclose(y, x, atol=1e-6)  # x + 0: the residual stream is untouched
         else:
             ln = nn.LayerNorm(epsilon=1e-6)
             np.testing.assert_allclose(y, ln.apply({"params": params["norm_1"]}, x), atol=1e-5)
         # Trained-looking sub-layers: post-LN output is normalized per position, pre-LN's is not.
-        y = layer.apply({"params": params}, x, None)
+        y, _ = layer.apply({"params": params}, x)
         normalized = np.allclose(y.mean(-1), 0.0, atol=1e-4) and np.allclose(
             y.std(-1), 1, atol=1e-3
         )

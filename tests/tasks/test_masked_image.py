@@ -75,9 +75,9 @@ def test_norm_pix_targets_use_the_unbiased_patch_variance_and_invert_for_display
 
 
 # -- the task with the models ---------------------------------------------------------------------
-SIMMIM = SimMIM(**ENCODER, mask_patch_size=4, mask_ratio=0.6)
+SIMMIM = SimMIM(encoder=ENCODER, mask_patch_size=4, mask_ratio=0.6)
 MAE_TINY = MAE(
-    **ENCODER,
+    encoder=ENCODER,
     mask_ratio=0.75,
     decoder_hidden_size=16,
     decoder_depth=1,
@@ -100,7 +100,7 @@ def mae_params():
 def test_simmim_task_loss_is_zero_without_masked_pixels(simmim_params):
     task = MaskedImageModeling(10, method="simmim")
     batch = {"image": GRAY, "mask": jnp.ones(2, bool)}
-    unmasked = SimMIM(**ENCODER, mask_patch_size=4, mask_ratio=0.0)
+    unmasked = SimMIM(encoder=ENCODER, mask_patch_size=4, mask_ratio=0.0)
     loss, metrics = task.loss(unmasked, simmim_params, batch, KEY, train=False)
     assert float(loss) == 0.0 and float(metrics["loss"]) == 0.0
     loss, _ = task.loss(SIMMIM, simmim_params, batch, KEY, train=False)

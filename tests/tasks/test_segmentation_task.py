@@ -199,11 +199,7 @@ def test_a_tiny_setr_learns_squares_of_two_classes():
     model = SETR(
         num_classes=K,
         decoder="naive",
-        patch_size=4,
-        hidden_size=32,
-        depth=1,
-        num_heads=2,
-        mlp_dim=64,
+        encoder=dict(patch_size=4, hidden_size=32, depth=1, num_heads=2, mlp_dim=64),
         decoder_width=32,
         norm_groups=8,
     )

@@ -275,3 +275,49 @@ def test_layer_decay_needs_encoder_blocks_and_a_valid_value():
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match=r"optim.layer_decay = 1.5: .*in \(0, 1\]"):
         make_optimizer(dict(ADAMW, layer_decay=1.5), 10)
+
+
+def test_layer_decay_reads_the_layer_ids_that_a_swin_declares():
+    # A second family: Swin numbers its blocks across the stages, a patch merging takes the id
+    # of the block before it, and the optimizer asks the model instead of reading ViT's names.
+    from attn_jax.config import ConfigError
+    from attn_jax.models import build_model
+    from attn_jax.train.optim import layer_decay_factors
+
+    model = build_model(
+        dict(
+            name="swin",
+            num_classes=10,
+            patch_size=2,
+            embed_dim=8,
+            depths=(2, 1),
+            num_heads=(1, 2),
+            window=2,
+        )
+    )
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
+    factors = _flat(layer_decay_factors(shapes, 0.5, model.layer_index))
+    expected_ids = {  # L = 3 blocks: id i gets 0.5 ** (4 - i)
+        "patch_embed/kernel": 0,
+        "patch_norm/scale": 0,
+        "stage1_block0/attn/qkv/kernel": 1,
+        "stage1_block1/mlp/fc2/bias": 2,
+        "merge2/reduction/kernel": 2,
+        "stage2_block0/attn/relative_position_bias_table": 3,
+        "norm/scale": 4,
+        "head/kernel": 4,
+    }
+    for name, layer in expected_ids.items():
+        assert factors[name] == pytest.approx(0.5 ** (4 - layer)), name
+    params = jax.tree_util.tree_map(lambda s: jnp.ones(s.shape, s.dtype), shapes)
+    grads = jax.tree_util.tree_map(lambda p: 0.1 * p, params)
+    cfg = {"name": "sgd", "lr": 1.0, "momentum": 0.0, "schedule": "constant", "layer_decay": 0.5}
+    tx, _ = make_optimizer(cfg, 10, model=model)
+    updates = _flat(jax.jit(lambda g, p: tx.update(g, tx.init(p), p)[0])(grads, params))
+    np.testing.assert_allclose(updates["patch_embed/kernel"], -0.1 * 0.5**4, rtol=1e-6)
+    np.testing.assert_allclose(updates["stage2_block0/mlp/fc1/kernel"], -0.1 * 0.5, rtol=1e-6)
+    np.testing.assert_allclose(updates["head/bias"], -0.1, rtol=1e-6)
+    # Without the model the optimizer would look for ViT's block names, which a Swin has not.
+    tx, _ = make_optimizer(cfg, 10)
+    with pytest.raises(ConfigError, match="ViT-style encoder"):
+        tx.init(params)
