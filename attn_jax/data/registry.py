@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from attn_jax.data.color_digits import color_digits_dataset_builder as _color
 from attn_jax.data.dates import dates_dataset_builder as _dates
 from attn_jax.data.digit_captions import digit_captions_dataset_builder as _captions
 from attn_jax.data.digit_scenes import digit_scenes_dataset_builder as _scenes
@@ -347,6 +348,34 @@ SCENE_CAPTIONS = DatasetEntry(
     },
 )
 
+# Coloured digits and scenes for colorization (the embedded `color_digits` builder; its configs
+# "digits", "scenes" and "digits_random"). Fed as sRGB / 255 (mean 0, std 1): the colorization
+# task converts them to L*a*b* and standardizes the lightness it feeds the model itself. No
+# augmentation: a shift would bring in black pixels, whose lightness no background has.
+_COLOR: dict = {
+    "tfds_name": "color_digits",
+    "max_value": 255.0,
+    "mean": (0.0, 0.0, 0.0),
+    "std": (1.0, 1.0, 1.0),
+    "embedded": True,
+    "augmentation": "none",
+}
+
+
+def _color_entry(name: str, config: str) -> DatasetEntry:
+    return DatasetEntry(
+        name=name,
+        splits=dict(_color.SIZES[config]),
+        num_classes=_color.NUM_CLASSES[config],
+        image_shape=_color.IMAGE_SHAPES[config],
+        **{**_COLOR, "tfds_name": f"color_digits/{config}"},
+    )
+
+
+COLOR_DIGITS = _color_entry("color_digits", "digits")
+COLOR_DIGIT_SCENES = _color_entry("color_digit_scenes", "scenes")
+COLOR_DIGITS_RANDOM = _color_entry("color_digits_random", "digits_random")
+
 _TEXT: dict = {  # the image fields, unused by text datasets
     "num_classes": 0,
     "image_shape": None,
@@ -418,6 +447,9 @@ REGISTRY: dict[str, DatasetEntry] = {
         CITYSCAPES,
         DIGIT_CAPTIONS,
         SCENE_CAPTIONS,
+        COLOR_DIGITS,
+        COLOR_DIGIT_SCENES,
+        COLOR_DIGITS_RANDOM,
         DATES,
         REVERSE,
         _wmt14("de", "en"),

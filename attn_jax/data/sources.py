@@ -30,6 +30,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import constants as tfds_constants
 from tensorflow_datasets.core.utils import tqdm_utils
 
+from attn_jax.data.color_digits import color_digits_dataset_builder
 from attn_jax.data.dates import dates_dataset_builder
 from attn_jax.data.digit_captions import digit_captions_dataset_builder
 from attn_jax.data.digit_scenes import digit_scenes_dataset_builder
@@ -44,6 +45,7 @@ _EMBEDDED_BUILDERS = {  # by tfds name: several registry entries may read one bu
     "sklearn_digits": sklearn_digits_dataset_builder.Builder,
     "digit_scenes": digit_scenes_dataset_builder.Builder,
     "digit_captions": digit_captions_dataset_builder.Builder,  # configs: "name/config"
+    "color_digits": color_digits_dataset_builder.Builder,  # configs digits/scenes/digits_random
     "translated_digits": translated_digits_dataset_builder.Builder,
     "distorted_digits": distorted_digits_dataset_builder.Builder,
     "dates": dates_dataset_builder.Builder,

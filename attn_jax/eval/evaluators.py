@@ -41,6 +41,9 @@ TYPES = (
     "reconstruction",
     "masked_tokens",
     "reinforce",
+    "jigsaw",
+    "colorization",
+    "nsp_mlm",
 )
 _KEYS = ("split", "every", "type", "batch_size")
 

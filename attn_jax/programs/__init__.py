@@ -18,7 +18,7 @@ import ml_collections
 
 from attn_jax import config as config_lib
 from attn_jax.errors import UserError
-from attn_jax.programs import saliency_photos
+from attn_jax.programs import normalization, positional_encoding, saliency_photos
 
 
 class ProgramError(UserError, ValueError):
@@ -29,6 +29,8 @@ Program = Callable[[ml_collections.ConfigDict, Path], dict[str, Any]]
 
 PROGRAMS: dict[str, Program] = {
     "saliency": saliency_photos.run,
+    "positional_encoding": positional_encoding.run,
+    "normalization": normalization.run,
 }
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 
+from attn_jax.tasks.bert import NextSentenceMaskedLanguage
 from attn_jax.tasks.classification import Classification
+from attn_jax.tasks.colorization import Colorization
 from attn_jax.tasks.contrastive import Contrastive
 from attn_jax.tasks.detection import Detection
+from attn_jax.tasks.jigsaw import Jigsaw
 from attn_jax.tasks.masked_image import MaskedImageModeling
 from attn_jax.tasks.masked_language import MaskedLanguage
 from attn_jax.tasks.reinforce import Reinforce
@@ -23,6 +26,9 @@ TASKS = {
     "contrastive": Contrastive,
     "masked_language": MaskedLanguage,
     "masked_image": MaskedImageModeling,
+    "jigsaw": Jigsaw,
+    "colorization": Colorization,
+    "bert": NextSentenceMaskedLanguage,
 }
 
 

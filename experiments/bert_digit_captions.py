@@ -1,0 +1,72 @@
+"""BERT pretraining (Devlin et al. 2019, sec. 3.1): the masked LM and next-sentence prediction
+together, on pairs of captions of the digit captions dataset (embedded; the images are read but
+not used).
+
+Each training image gives one pair "[CLS] A [SEP] B [SEP]": A one of its five captions, B the
+next caption of the same image half of the time (IsNext), else a caption of another image of the
+batch (NotNext); then BERT's 80/10/10 masking of 15% of the ordinary tokens
+(attn_jax/tasks/bert.py). The encoder is experiments/mlm_digit_captions.py's text encoder (3 pre-LN
+blocks of width 128, 4 heads, exact GELU, dropout 0.1, the masked-LM head tied to the token
+embedding) under "encoder", over pairs of up to 21 tokens, with BERT's pooler and a 2-way NSP
+classifier on [CLS] (attn_jax/models/pretext.py). BERT's segment embedding is missing: the text
+encoder has no input for it, so A and B are told apart by [SEP] and the learned positions.
+
+Reported: masked-token accuracy (over the chosen positions) and NSP accuracy. Another image's
+caption names the same digit one time in ten, so NSP tops out near 95%; whether a masked digit
+word is "three" or "3" cannot be told from the rest of the pair either. Pretraining reads
+train[:90%]; the best checkpoint is chosen by the loss on train[90%:].
+
+  python launch.py train --config experiments/bert_digit_captions.py --workdir runs/bert_captions
+"""
+
+import ml_collections
+
+from attn_jax.config import adamw_config, run_config
+from attn_jax.data import data_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = run_config(
+        "bert_digit_captions",
+        batch_size=128,
+        total_steps=0,
+        eval_every=200,
+        target_metric="validation/loss",
+        target_mode="min",
+        eval_batch_size=128,
+        log_every=20,
+    )
+    c.num_epochs = 60
+    c.data = data_config(name="digit_captions", train_split="train[:90%]")
+    c.evals = ml_collections.ConfigDict(
+        {
+            "validation": {"split": "train[90%:]", "every": 200},
+            "test": {"split": "test", "every": 200},
+        }
+    )
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "bert"
+    c.model.vocab_size = ml_collections.config_dict.placeholder(int)  # None: from the dataset
+    # None: the dataset's caption length T; pairs hold up to 2T - 1 tokens.
+    c.model.context_length = ml_collections.config_dict.placeholder(int)
+    c.model.encoder = ml_collections.ConfigDict()  # the text_mlm encoder's fields
+    c.model.encoder.width = 128
+    c.model.encoder.layers = 3
+    c.model.encoder.num_heads = 4
+    c.model.encoder.dropout_rate = 0.1
+    c.model.encoder.attention_dropout_rate = 0.1
+    c.model.attention_fn = "dot_product"  # a function of attn_jax/attention/registry.py
+    c.model.attention_impl = "auto"  # or xla | cudnn | explicit | blockwise
+    c.model.dtype = "float32"  # bfloat16: bf16 computation, float32 parameters
+
+    c.task = ml_collections.ConfigDict()
+    c.task.name = "bert"
+    c.task.mask_prob = 0.15  # of the chosen: 80% [MASK], 10% a random word, 10% kept
+    c.task.replace_mask = 0.8
+    c.task.replace_random = 0.1
+    c.task.is_next_prob = 0.5
+    c.task.nsp_weight = 1.0
+
+    c.optim = adamw_config(1e-3, weight_decay=0.01, warmup_steps=50, b2=0.98)
+    return c
