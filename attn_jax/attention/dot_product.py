@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attn_jax.attention.dropout import dropout
 from attn_jax.attention.masks import causal_mask, combine_masks, masked_softmax
 from attn_jax.errors import UserError
 
@@ -243,8 +244,7 @@ def scaled_dot_product_attention(
     weights = dot_product_attention_weights(q, k, mask=mask, bias=bias, is_causal=is_causal)
     mixing = weights
     if apply_dropout:
-        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
-        mixing = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+        mixing = dropout(weights, dropout_rate, dropout_rng)
     out = jnp.einsum(
         "bhqk,bkhd->bqhd", mixing.astype(v.dtype), v, preferred_element_type=jnp.float32
     ).astype(v.dtype)

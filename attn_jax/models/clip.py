@@ -76,6 +76,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attn_jax.attention.dropout import Dropout
 from attn_jax.models.blocks import (
     AttentionModel,
     BlockNames,
@@ -259,7 +260,7 @@ class TextTransformer(AttentionModel):
             param_dtype=self.param_dtype,
         )
         self.ln_final = layer_norm32(self.layernorm_epsilon, self.param_dtype)
-        self.embedding_dropout = nn.Dropout(self.dropout_rate)
+        self.embedding_dropout = Dropout(self.dropout_rate)
 
     def __call__(
         self, tokens: jax.Array, mask: jax.Array | None = None, *, train: bool = False

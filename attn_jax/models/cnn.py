@@ -27,6 +27,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from attn_jax.attention.dropout import Dropout
 from attn_jax.models.variants import VariantTable, preset_kwargs
 
 # Presets: "digits" is the default used by experiments/cnn_digits.py and by the STN's classifier.
@@ -91,7 +92,7 @@ class CNN(nn.Module):
         if self.dense:
             x = nn.relu(nn.Dense(self.dense, name="dense")(x))
         pre_logits = x
-        x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+        x = Dropout(self.dropout_rate)(x, deterministic=not train)
         logits = nn.Dense(self.num_classes, name="head")(x)
         return logits, {"pre_logits": pre_logits}
 
@@ -116,7 +117,7 @@ class MLP(nn.Module):
         x = x.reshape(x.shape[0], -1)  # [B, H * W * C]
         for i, units in enumerate(self.hidden):
             x = nn.relu(nn.Dense(units, name=f"hidden{i}")(x))
-            x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+            x = Dropout(self.dropout_rate)(x, deterministic=not train)
         logits = nn.Dense(self.num_classes, name="head")(x)
         return logits, {"pre_logits": x}
 

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attn_jax.attention.dropout import Dropout
 from attn_jax.attention.feature_selection import FeatureGate
 from attn_jax.models.variants import VariantTable, preset_kwargs
 
@@ -65,7 +66,7 @@ class FeatureSelectMLP(nn.Module):
         )(x, train=train)
         for i, width in enumerate(self.hidden_sizes):
             x = nn.relu(nn.Dense(width, name=f"hidden_{i}")(x))
-            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+            x = Dropout(self.dropout_rate, deterministic=not train)(x)
         logits = nn.Dense(self.num_classes, name="head")(x)
         gate_logits = self.variables["params"]["gate"]["logits"]
         aux = {"mask": mask.reshape(h, w, c), "gate_logits": gate_logits, "pre_logits": x}

@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from attn_jax.attention.additive import AdditiveAttention
+from attn_jax.attention.dropout import Dropout
 from attn_jax.models.rnn import CELLS, RNN, Bidirectional, hidden_state, make_cell, scan_cell
 from attn_jax.models.variants import VariantTable, preset_kwargs
 
@@ -151,7 +152,7 @@ class Seq2Seq(nn.Module):
         self.encoder = [RNN(self.cell, self.hidden_size) for _ in range(self.num_layers)]
         self.decoder = [make_cell(self.cell, self.hidden_size) for _ in range(self.num_layers)]
         self.output = nn.Dense(self.vocab_size)  # U^2
-        self.dropout = nn.Dropout(self.dropout_rate)
+        self.dropout = Dropout(self.dropout_rate)
 
     def encode(self, inputs: jax.Array, *, train: bool = False) -> tuple[Any, ...]:
         """Per-layer encoder carries at the last real token of each source [B, S]."""
@@ -267,7 +268,7 @@ class Seq2SeqAttention(nn.Module):
         if self.maxout_units is not None:
             self.deep_output = nn.Dense(2 * self.maxout_units)  # U_o, V_o, C_o
         self.output = nn.Dense(self.vocab_size)  # W_o
-        self.dropout = nn.Dropout(self.dropout_rate)
+        self.dropout = Dropout(self.dropout_rate)
 
     def encode(self, inputs: jax.Array, *, train: bool = False):
         """(annotations [B, S, 2H], projected keys U_a h_j [B, S, A], valid [B, S], s_0 carry)."""

@@ -46,6 +46,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from attn_jax.attention.dropout import Dropout
 from attn_jax.attention.masks import padding_mask
 from attn_jax.attention.positional import sinusoidal_position_encoding
 from attn_jax.models import beam_search as search
@@ -150,7 +151,7 @@ class Transformer(AttentionModel):
             dict(block, names=DECODER_BLOCK_NAMES, cross_attention=True, causal=True),
             **stack,
         )
-        self.embed_dropout = nn.Dropout(self.dropout_rate)
+        self.embed_dropout = Dropout(self.dropout_rate)
 
     def embed_tokens(
         self,

@@ -48,6 +48,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from attn_jax.attention.dropout import Dropout
 from attn_jax.attention.positional import sincos_2d_posemb
 from attn_jax.models.blocks import AttentionModel, BlockNames, activation_fn, stack_blocks
 from attn_jax.models.variants import VariantTable, preset_kwargs
@@ -186,7 +187,7 @@ class ViTEncoder(nn.Module):
         if keep is not None:
             x = keep_tokens(x, keep, class_token)
         if self.dropout_after_embedding:
-            x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+            x = Dropout(self.dropout_rate)(x, deterministic=not train)
         x, aux = stack_blocks(
             x,
             depth=self.depth,
@@ -451,7 +452,7 @@ class ViT(AttentionModel):
         else:
             head_init = nn.initializers.xavier_uniform()
             gelu = activation_fn("gelu_tanh" if self.gelu_approximate else "gelu")
-            x = nn.Dropout(self.head_dropout)(x, deterministic=not train)
+            x = Dropout(self.head_dropout)(x, deterministic=not train)
             for i, units in enumerate(self.head_hidden):
                 x = nn.Dense(
                     units,
@@ -460,7 +461,7 @@ class ViT(AttentionModel):
                     param_dtype=self.param_dtype,
                     name=f"head_hidden_{i}",
                 )(x)
-                x = nn.Dropout(self.head_dropout)(gelu(x), deterministic=not train)
+                x = Dropout(self.head_dropout)(gelu(x), deterministic=not train)
         aux["pre_logits"] = x
         if self.num_classes == 0:
             return x.astype(jnp.float32), aux
