@@ -335,7 +335,14 @@ class Checkpointer:
                 )
             return found[0], found[1].params, found[1].model_state
         if step in self.latest.all_steps():
-            state = self._restore_item(self.latest, step, "state", abstract_state)
+            try:
+                state = self._restore_item(self.latest, step, "state", abstract_state)
+            except UnreadableCheckpointError as e:
+                others = [s for s in self.latest.all_steps() if s != step]
+                raise UnreadableCheckpointError(
+                    f"{e}: evaluate another step (kept: {others}), or delete that step directory "
+                    "so that training resumes from the previous one"
+                ) from None
             return step, state.params, state.model_state
         if step in self.best.all_steps():
             return (step, *self._restore_best(step, abstract_state))
