@@ -7,6 +7,13 @@ import tempfile
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Launcher tests start many short processes that compile the same programs: a persistent
-# compilation cache shared by the whole session (and its subprocesses) compiles each once.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="attn_jax_xla_cache_"))
+# compilation cache shared by the whole session (its subprocesses, and pytest-xdist's workers,
+# which share PYTEST_XDIST_TESTRUNUID) compiles each once.
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"attn_jax_xla_cache_{_RUN}")
+    if _RUN
+    else tempfile.mkdtemp(prefix="attn_jax_xla_cache_"),
+)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

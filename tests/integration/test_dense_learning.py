@@ -1,5 +1,7 @@
 """Segmentation and detection learn the embedded digit scenes through the trainer: short runs of
-SETR (naive decoder) and DETR in the README test command, the full experiments marked slow."""
+SETR and DETR and the full experiments, all marked slow. Their fast versions are in tests/tasks/:
+a tiny SETR learns two-class squares (test_segmentation_task.py); DETR's matched loss falls and ten
+steps on four devices equal one device (test_detection_task.py)."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ def _train_records(workdir: Path) -> list[dict]:
     return [r for r in map(json.loads, lines) if r["split"] == "train"]
 
 
+@pytest.mark.slow
 def test_short_setr_run_segments_the_digits(tmp_path, data_dir):
     # Predicting background everywhere scores mIoU ~0.08 (its IoU ~0.9, ten digit classes at 0);
     # 8x8 patches (64 tokens) keep the run short, the full experiment uses 4x4.
@@ -42,7 +45,7 @@ def test_short_setr_run_segments_the_digits(tmp_path, data_dir):
         "--config.total_steps=200",
         "--config.eval_every=200",
         "--config.log_every=10",
-        "--config.model.patch_size=8",
+        "--config.model.encoder.patch_size=8",
         "--config.optim.lr=2e-3",
         "--config.optim.warmup_steps=30",
     )
@@ -54,6 +57,7 @@ def test_short_setr_run_segments_the_digits(tmp_path, data_dir):
     assert (workdir / "plots" / "segmentation_overlays.png").stat().st_size > 5_000
 
 
+@pytest.mark.slow
 def test_short_detr_run_moves_boxes_toward_the_digits(tmp_path, data_dir):
     # On the four host devices of tests/conftest.py: matching runs on each device, so no device
     # waits for another's host callback (which could starve past XLA:CPU's rendezvous timeout).

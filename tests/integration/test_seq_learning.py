@@ -1,5 +1,7 @@
 """Short runs of the sequence experiments through the launcher: each must learn (loss well below
-its start, token accuracy far above chance) and write its attention heatmaps. The full runs and
+its start, token accuracy far above chance) and write its attention heatmaps. All are marked slow
+(minutes each on 2 cores); the README test command runs their fast versions in-process in
+tests/models/ (test_seq2seq.py, test_transformer.py learn to reverse sequences). The full runs and
 their measured numbers are in the README."""
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ SPLIT = "test[:250]"  # metrics are named after the eval split expression
 
 @pytest.mark.parametrize(
     "experiment, steps, min_accuracy",
-    [("bahdanau_dates", 150, 0.6), ("transformer_dates", 150, 0.6), ("seq2seq_dates", 150, 0.4)],
+    # Slow: the dates task's fast versions are the model tests (tests/models/test_seq2seq.py,
+    # test_transformer.py learn in-process in seconds); these are the launcher's full paths.
+    [
+        pytest.param("bahdanau_dates", 150, 0.6, marks=pytest.mark.slow),
+        pytest.param("transformer_dates", 150, 0.6, marks=pytest.mark.slow),
+        pytest.param("seq2seq_dates", 150, 0.4, marks=pytest.mark.slow),
+    ],
 )
 def test_short_run_learns_dates(train_run, experiment, steps, min_accuracy):
     workdir, result = train_run(
@@ -40,12 +48,14 @@ def test_short_run_learns_dates(train_run, experiment, steps, min_accuracy):
 @pytest.mark.parametrize(
     "experiment, steps, loss_ratio, min_accuracy",
     [
-        ("transformer_reverse", 300, 0.5, 0.5),
-        ("bahdanau_reverse", 150, 0.7, 0.3),
+        # The README test command runs plain seq2seq through the launcher (the cheapest); the
+        # attention models' fast versions learn reversal in-process in tests/models/.
+        pytest.param("transformer_reverse", 300, 0.5, 0.5, marks=pytest.mark.slow),
+        pytest.param("bahdanau_reverse", 150, 0.7, 0.3, marks=pytest.mark.slow),
         # Plain seq2seq learns reversal slowly (README: 1.55% exact match after 800 steps): its
         # short run only has to show that the loss and the accuracy move off chance (measured
         # at 120 steps: loss ratio 0.89, token accuracy 0.124).
-        ("seq2seq_reverse", 120, 0.95, 0.1),
+        pytest.param("seq2seq_reverse", 120, 0.95, 0.1, marks=pytest.mark.slow),
     ],
 )
 def test_short_run_learns_reversal(train_run, experiment, steps, loss_ratio, min_accuracy):
