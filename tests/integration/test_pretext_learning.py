@@ -103,7 +103,7 @@ def test_short_bert_run_learns_masked_words_and_next_sentences(tmp_path, data_di
     "experiment, metric, bound",
     [
         ("jigsaw_digits", "test/accuracy", 0.75),  # measured 0.805
-        ("colorization_digits", "test/color_error", -22.5),  # not yet measured in full (lower is better)
+        ("colorization_digits", "test/color_error", -22.5),  # lower is better; not yet measured
         ("bert_digit_captions", "test/mlm_accuracy", 0.8),  # measured 0.859 (NSP: see above)
     ],
 )
