@@ -4,15 +4,10 @@ in the default suite, the full experiments marked slow."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
+from inprocess_helpers import experiment_config, split_records
 
-from attn_jax import config as config_lib
 from attn_jax.train import loop
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -21,22 +16,11 @@ def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("tfds")
 
 
-def _config(data_dir, experiment: str, *overrides: str):
-    config = config_lib.load_config(ROOT / "experiments" / f"{experiment}.py")
-    config_lib.apply_overrides(config, [f"--config.data.data_dir={data_dir}", *overrides])
-    return config
-
-
-def _records(workdir: Path, split: str) -> list[dict]:
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["split"] == split]
-
-
 def test_short_clip_run_classifies_digits_zero_shot(tmp_path, data_dir):
     # A small CLIP (one block per tower, width 32) on the native 8x8 images (2x2 patches), batch
     # 64 sharded over 4 devices; compiling costs more than the 250 steps. Chance is 10%, the
     # prompts' templates never appear in training; 0.755 measured.
-    config = _config(
+    config = experiment_config(
         data_dir,
         "clip_digits",
         "--config.num_epochs=0",
@@ -63,20 +47,20 @@ def test_short_clip_run_classifies_digits_zero_shot(tmp_path, data_dir):
     result = loop.train(config, workdir)
     assert result["test/zero_shot_accuracy"] >= 0.6, result
     # An image's most similar test caption mostly describes its digit (0.79 measured).
-    assert _records(workdir, "test")[-1]["caption_label_accuracy"] >= 0.6
-    train = _records(workdir, "train")
+    assert split_records(workdir, "test")[-1]["caption_label_accuracy"] >= 0.6
+    train = split_records(workdir, "train")
     assert train[-1]["loss"] < train[0]["loss"] - 1.0, train  # 4.30 -> 2.48 measured
 
 
 @pytest.mark.slow
 def test_clip_digits_reaches_90_percent_zero_shot(tmp_path, data_dir):
     workdir = tmp_path / "run"
-    result = loop.train(_config(data_dir, "clip_digits"), workdir)
+    result = loop.train(experiment_config(data_dir, "clip_digits"), workdir)
     assert result["test/zero_shot_accuracy"] >= 0.9, result  # 0.975 measured
     assert (workdir / "plots" / "clip_similarity.png").stat().st_size > 20_000
 
 
 @pytest.mark.slow
 def test_mlm_digit_captions_predicts_masked_words(tmp_path, data_dir):
-    result = loop.train(_config(data_dir, "mlm_digit_captions"), tmp_path / "run")
+    result = loop.train(experiment_config(data_dir, "mlm_digit_captions"), tmp_path / "run")
     assert result["test/accuracy"] >= 0.75, result  # 0.851 measured

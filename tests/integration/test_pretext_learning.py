@@ -4,32 +4,16 @@ evaluators, beating the trivial answer by a wide margin; the full experiments ma
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
+from inprocess_helpers import experiment_config, split_records
 
-from attn_jax import config as config_lib
 from attn_jax.train import loop
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """One tfds dir for the module: each dataset is prepared once."""
     return tmp_path_factory.mktemp("tfds")
-
-
-def _config(data_dir, experiment: str, *overrides: str):
-    config = config_lib.load_config(ROOT / "experiments" / f"{experiment}.py")
-    config_lib.apply_overrides(config, [f"--config.data.data_dir={data_dir}", *overrides])
-    return config
-
-
-def _records(workdir: Path, split: str) -> list[dict]:
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["split"] == split]
 
 
 def _short(steps: int, batch: int) -> list[str]:
@@ -55,19 +39,19 @@ TINY_VIT = [
 
 def test_short_jigsaw_run_solves_puzzles_far_above_chance(tmp_path, data_dir):
     # Chance is 1/24 = 4.2%; 200 steps of a 2-block ViT of width 32: 0.206 measured.
-    config = _config(
+    config = experiment_config(
         data_dir, "jigsaw_digits", *_short(200, 64), *TINY_VIT, "--config.optim.lr=3e-3"
     )
     result = loop.train(config, tmp_path / "run")
     assert result["best"]["test/accuracy"] > 0.15, result
-    assert set(_records(tmp_path / "run", "validation")[-1]) >= {"accuracy", "loss"}
+    assert set(split_records(tmp_path / "run", "validation")[-1]) >= {"accuracy", "loss"}
 
 
 def test_short_colorization_run_beats_predicting_grey(tmp_path, data_dir):
     # Predicting a*b* = 0 (grey) everywhere errs by 24.1 on the test digits, knowing each digit's
     # class colour exactly (and nothing of the background, whose hue is random) by 17.0; the run
     # must cover a fifth of that gap: 21.8 measured.
-    config = _config(
+    config = experiment_config(
         data_dir,
         "colorization_digits",
         *_short(300, 64),
@@ -80,7 +64,7 @@ def test_short_colorization_run_beats_predicting_grey(tmp_path, data_dir):
 
 def test_short_bert_run_learns_masked_words_and_next_sentences(tmp_path, data_dir):
     # A masked word is one of ~75 (chance ~1.3%); NSP chance is 50%.
-    config = _config(
+    config = experiment_config(
         data_dir,
         "bert_digit_captions",
         *_short(200, 64),
@@ -110,6 +94,6 @@ def test_short_bert_run_learns_masked_words_and_next_sentences(tmp_path, data_di
 def test_pretext_experiments_reach_their_measured_numbers(
     tmp_path, data_dir, experiment, metric, bound
 ):
-    result = loop.train(_config(data_dir, experiment), tmp_path / "run")
+    result = loop.train(experiment_config(data_dir, experiment), tmp_path / "run")
     value = result["best"][metric]
     assert (value > bound) if bound > 0 else (value < -bound), result
