@@ -8,6 +8,7 @@
   python launch.py run   --config F [--workdir runs/x] [--config.k=v ...]   (no training)
   python launch.py predict classify|detect|rank-captions --weights DIR --image FILE [--json] ...
 
+F is FILE.py, or FILE.py:VARIANT for a file with named variants (experiments/rnn_dates.py:bahdanau).
 Any config value can be overridden with --config.group.key=value. `train` on a workdir that holds
 checkpoints resumes from the latest one. `run` executes an experiment that trains nothing (its
 config names a `program`, e.g. experiments/saliency_photos.py). `predict` runs a downloaded
@@ -43,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--config",
-        help=f"experiment file (default: the workdir's config.json, else "
+        help=f"experiment file, FILE.py or FILE.py:VARIANT for a file with named variants "
+        f"(default: the workdir's config.json, else "
         f"{DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parent.parent)})",
     )
     p.add_argument("--workdir", help="run directory (default: runs/<experiment>)")

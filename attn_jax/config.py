@@ -9,9 +9,11 @@ from __future__ import annotations
 import ast
 import copy
 import difflib
+import importlib
 import importlib.util
 import json
 import math
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import ml_collections
 
 from attn_jax.errors import UserError
+from attn_jax.eval.evaluators import EVALUATOR_KEYS
 
 REQUIRED_KEYS = (
     "seed",
@@ -48,6 +51,22 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "mesh": {"model": 1},
 }
 NONFINITE_POLICIES = ("stop", "skip")
+
+# Keys that no longer do anything, with what replaced them. A stored config.json may still carry
+# them at their neutral value (which loads); any other value, or an override, is an error.
+RETIRED_KEYS: dict[str, tuple[Any, str]] = {
+    "optim.grad_accum_steps": (
+        1,
+        "set --config.microbatches=N instead (the batch in N sequential slices: the same update, "
+        "less memory, exact on several devices)",
+    ),
+}
+
+# The part of an embedded dataset's train split held out for validation (model selection): the
+# last 10%, fixed, so that the test split is only ever reported. Datasets with a validation split
+# of their own (imagenet2012, coco, cityscapes, wmt14) use that instead.
+TRAIN_WITHOUT_VALIDATION = "train[:90%]"
+VALIDATION_FROM_TRAIN = "train[90%:]"
 
 
 class ConfigError(UserError, ValueError):
@@ -88,6 +107,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     if float(config.get("max_runtime", 0.0) or 0.0) < 0:
         raise ConfigError(f"config.max_runtime must be >= 0 seconds; got {config.max_runtime}")
+    for key, (neutral, replacement) in RETIRED_KEYS.items():
+        group, _, leaf = key.rpartition(".")
+        parent = config.get(group) if group else config
+        if parent is not None and leaf in parent and parent[leaf] not in (neutral, None):
+            raise ConfigError(f"config.{key} is retired; {replacement}")
 
 
 def to_plain(config: Any) -> Any:
@@ -97,23 +121,92 @@ def to_plain(config: Any) -> Any:
     return json.loads(json.dumps(config, default=str))
 
 
-def import_config(path: str | Path) -> ml_collections.ConfigDict:
-    """Imports an experiment file and returns its `get_config()`, unchecked."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(
-            f"config file {path} does not exist; experiments live in experiments/*.py"
-        )
+def split_variant(spec: str | Path) -> tuple[Path, str | None]:
+    """'experiments/x.py:variant' -> (Path('experiments/x.py'), 'variant'); no suffix: None."""
+    text = str(spec)
+    head, sep, tail = text.rpartition(":")
+    if sep and head.endswith(".py") and tail and "/" not in tail and "\\" not in tail:
+        return Path(head), tail
+    return Path(text), None
+
+
+def _import_module(path: Path):
+    """The module of an experiment file. A file inside a package (experiments/ has an
+    __init__.py) is imported under its package name with the package's parent on sys.path, so
+    that `from experiments.x import get_config` derivations work from any working directory."""
+    path = path.resolve()
+    parts = [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").is_file():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    if len(parts) > 1:
+        name = ".".join(parts)
+        top = sys.modules.get(parts[0])
+        # Another package of the same name already imported (a user's own `experiments`): load
+        # by file instead, so the file asked for is the file read.
+        foreign = top is not None and str(folder / parts[0]) not in [
+            str(Path(p).resolve()) for p in getattr(top, "__path__", [])
+        ]
+        if not foreign:
+            if str(folder) not in sys.path:
+                sys.path.insert(0, str(folder))
+            return importlib.import_module(name)
     spec = importlib.util.spec_from_file_location(f"_experiment_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def import_config(path: str | Path) -> ml_collections.ConfigDict:
+    """Imports an experiment file and returns its `get_config()`, unchecked.
+
+    `path` may end in ':VARIANT' (big_vision's syntax, `experiments/rnn_dates.py:seq2seq`): the
+    file's `get_config(VARIANT)`. A file with variants lists them in `VARIANTS`; without the
+    suffix its `get_config()` default is used.
+
+    Raises:
+      ConfigError: no such file, no `get_config()`, or a variant the file does not offer.
+    """
+    file, variant = split_variant(path)
+    if not file.is_file():
+        raise ConfigError(
+            f"config file {file} does not exist; experiments live in experiments/*.py"
+        )
+    module = _import_module(file)
     if not hasattr(module, "get_config"):
-        raise ConfigError(f"{path} has no get_config(); an experiment file defines get_config()")
-    return module.get_config()
+        raise ConfigError(f"{file} has no get_config(); an experiment file defines get_config()")
+    variants = tuple(getattr(module, "VARIANTS", ()))
+    if variant is None:
+        return module.get_config()
+    if not variants:
+        raise ConfigError(
+            f"{file} has no variants, so ':{variant}' cannot be read; drop the suffix"
+        )
+    if variant not in variants:
+        raise ConfigError(
+            f"{file} has no variant {variant!r}; its variants: {', '.join(variants)} "
+            f"(e.g. --config {file}:{variants[0]})"
+        )
+    return module.get_config(variant)
+
+
+def experiment_specs(folder: str | Path) -> list[str]:
+    """Every experiment of `folder` as a `--config` value: 'dir/x.py' for a file without
+    variants, 'dir/x.py:VARIANT' for each variant of one that has them (files named _* and
+    __init__.py are not experiments)."""
+    specs = []
+    for path in sorted(Path(folder).glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        variants = getattr(_import_module(path), "VARIANTS", ())
+        specs.extend([f"{path}:{v}" for v in variants] if variants else [str(path)])
+    return specs
 
 
 def load_config(path: str | Path) -> ml_collections.ConfigDict:
-    """Imports a training experiment file and checks that it has the trainer's keys."""
+    """Imports a training experiment file (optionally 'file.py:variant') and checks that it has
+    the trainer's keys."""
     config = import_config(path)
     check_required(config, source=str(path))
     return fill_defaults(config)
@@ -203,11 +296,29 @@ def _lookup(config: ml_collections.ConfigDict, key: str) -> tuple[ml_collections
             parent = None
             break
         parent = parent[part]
+    if key in RETIRED_KEYS:
+        raise ConfigError(f"config.{key} is retired; {RETIRED_KEYS[key][1]}")
     if parent is None or leaf not in parent:
         near = difflib.get_close_matches(key, flat_keys(config), n=3, cutoff=0.5)
         hint = f"; nearest valid keys: {', '.join('config.' + k for k in near)}" if near else ""
         raise ConfigError(f"unknown config key config.{key}{hint}")
     return parent, leaf
+
+
+def _add_evaluator_key(config: ml_collections.ConfigDict, key: str) -> None:
+    """Makes room for `evals.<name>.<key>`: an evaluator's optional keys (its period, type,
+    batch size) and new evaluators can be given on the command line."""
+    parts = key.split(".")
+    if len(parts) != 3 or parts[0] != "evals" or parts[2] not in EVALUATOR_KEYS:
+        return
+    if config.get("evals") is None or not isinstance(config.evals, ml_collections.ConfigDict):
+        return  # a config without evaluators by name: the key stays unknown
+    _, name, leaf = parts
+    if name not in config.evals:
+        config.evals[name] = ml_collections.ConfigDict()
+    if leaf not in config.evals[name]:
+        kind = int if leaf in ("every", "batch_size") else str
+        config.evals[name][leaf] = ml_collections.config_dict.placeholder(kind)
 
 
 def check_key(config: ml_collections.ConfigDict, key: str) -> None:
@@ -225,6 +336,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
     given = {}
     for arg in overrides:
         key, raw = parse_override(arg)
+        _add_evaluator_key(config, key)
         parent, leaf = _lookup(config, key)
         value = _coerce(key, raw, parent[leaf], _field_type(parent, leaf))
         try:
@@ -232,6 +344,14 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
         except TypeError as e:
             raise ConfigError(f"config.{key}: {e}") from None
         given[key] = value
+    if "data.eval_split" in given and config.get("evals") is not None:
+        # With evaluators by name, data.eval_split is read by none of them: say so, not ignore it.
+        names = ", ".join(config.evals.keys())
+        split = given["data.eval_split"]
+        raise ConfigError(
+            f"config.data.eval_split is not read when config.evals is set (evaluators: {names}); "
+            f"set --config.evals.<name>.split instead, e.g. --config.evals.test.split={split}"
+        )
     if "total_steps" in given and "num_epochs" in config:
         if "num_epochs" not in given:
             config.num_epochs = 0
@@ -297,9 +417,17 @@ def run_config(
     target_mode: str = "max",
     eval_batch_size: int = 500,
     log_every: int = 50,
+    validation_split: str = VALIDATION_FROM_TRAIN,
+    test_split: str | None = "test",
 ) -> ml_collections.ConfigDict:
     """The trainer keys every experiment carries (checkpoint at each evaluation, keep two, one
-    process), so that an experiment file only states its data, model, task and optimizer."""
+    process), so that an experiment file only states its data, model, task and optimizer.
+
+    Two evaluators, every `eval_every` steps: "validation" on `validation_split` (by default the
+    held-out last 10% of train, so the experiment's `data.train_split` must be
+    `TRAIN_WITHOUT_VALIDATION`) and "test" on `test_split` (None: none). `target_metric` names a
+    "validation/..." metric: the best checkpoint is chosen there, and test is reported at it.
+    """
     c = ml_collections.ConfigDict()
     c.experiment = experiment
     c.seed = 0
@@ -314,8 +442,13 @@ def run_config(
     c.keep_checkpoints = 2
     c.target_metric = target_metric
     c.target_mode = target_mode
+    # Evaluators by name (attn_jax/eval/evaluators.py); without "every" they run each eval_every.
+    c.evals = ml_collections.ConfigDict({"validation": {"split": validation_split}})
+    if test_split:
+        c.evals.test = ml_collections.ConfigDict({"split": test_split})
     c.init_from = ""  # "<workdir>[:<step>]" to start from (fine-tuning); see train/checkpoint.py
     c.init_from_prefix = ""  # the source's subtree holding this model ("encoder" for MIM runs)
+    c.init_into = ""  # this model's subtree that init_from fills ("backbone"); "": all of it
     c.init_from_fresh = ()  # path prefixes that keep their fresh init, e.g. ("head",)
     c.plots = True
     c.distributed = ml_collections.ConfigDict()
@@ -337,7 +470,8 @@ def adamw_config(
     grad_clip_norm: float = 1.0,
 ) -> ml_collections.ConfigDict:
     """The `optim` group of the image experiments: AdamW, linear warmup then cosine decay to
-    `end_lr_factor * lr`, gradients clipped to a global norm, no accumulation."""
+    `end_lr_factor * lr`, gradients clipped to a global norm (accumulation is
+    `config.microbatches`)."""
     c = ml_collections.ConfigDict()
     c.name = "adamw"
     c.lr = lr
@@ -348,6 +482,5 @@ def adamw_config(
     c.warmup_steps = warmup_steps
     c.end_lr_factor = end_lr_factor
     c.grad_clip_norm = grad_clip_norm
-    c.grad_accum_steps = 1
     c.layer_decay = 0.0  # ViT layer-wise lr decay for fine-tuning (train/optim.py); 0: off
     return c

@@ -10,20 +10,13 @@ kappa = 2 upsilon as in the paper, with upsilon = 0.25 and 4 heads so that each 
 Writes plots/aaconv_attention.png: the first AA-conv's head-averaged weights for three queries.
 """
 
-import importlib.util
-from pathlib import Path
-
 import ml_collections
 
-_spec = importlib.util.spec_from_file_location(
-    "_resnet_digits", Path(__file__).with_name("resnet_digits.py")
-)
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from experiments.resnet_digits import get_config as resnet_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = _base.get_config()
+    c = resnet_config()
     c.experiment = "aaconv_digits"
     c.model.aa_stages = (2, 3)
     return c

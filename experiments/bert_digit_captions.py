@@ -21,7 +21,7 @@ train[:90%]; the best checkpoint is chosen by the loss on train[90%:].
 
 import ml_collections
 
-from attn_jax.config import adamw_config, run_config
+from attn_jax.config import TRAIN_WITHOUT_VALIDATION, adamw_config, run_config
 from attn_jax.data import data_config
 
 
@@ -37,13 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
         log_every=20,
     )
     c.num_epochs = 60
-    c.data = data_config(name="digit_captions", train_split="train[:90%]")
-    c.evals = ml_collections.ConfigDict(
-        {
-            "validation": {"split": "train[90%:]", "every": 200},
-            "test": {"split": "test", "every": 200},
-        }
-    )
+    c.data = data_config(name="digit_captions", train_split=TRAIN_WITHOUT_VALIDATION)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "bert"

@@ -14,7 +14,7 @@ Writes plots/clip_similarity.png (cosine similarities of 8 test images with thei
 
 import ml_collections
 
-from attn_jax.config import adamw_config, run_config
+from attn_jax.config import TRAIN_WITHOUT_VALIDATION, adamw_config, run_config
 from attn_jax.data import data_config
 
 
@@ -24,12 +24,14 @@ def get_config() -> ml_collections.ConfigDict:
         batch_size=128,
         total_steps=0,
         eval_every=220,
-        target_metric="test/zero_shot_accuracy",
+        target_metric="validation/zero_shot_accuracy",
         eval_batch_size=128,
         log_every=20,
     )
     c.num_epochs = 40
-    c.data = data_config(name="digit_captions", augment=True, image_size=16)
+    c.data = data_config(
+        name="digit_captions", augment=True, image_size=16, train_split=TRAIN_WITHOUT_VALIDATION
+    )
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "clip"

@@ -11,7 +11,7 @@ says why not their rebalanced classification); evaluation reports the mean colou
 per pixel. Pretraining reads train[:90%]; the best checkpoint is chosen on train[90%:].
 
 The encoder's patches are 8x8 here (64 tokens per scene); patches of 2 would give 1,024 tokens,
-too slow for CPUs. For features that the digit classifiers of experiments/mim_finetune_digits.py
+too slow for CPUs. For features that the digit classifiers of experiments/mim_transfer_digits.py
 load, experiments/colorization_digits.py colours the 8x8 digits themselves with an encoder of the
 masked-image-modeling shape.
 
@@ -21,7 +21,7 @@ masked-image-modeling shape.
 
 import ml_collections
 
-from attn_jax.config import adamw_config, run_config
+from attn_jax.config import TRAIN_WITHOUT_VALIDATION, adamw_config, run_config
 from attn_jax.data import data_config
 
 
@@ -36,13 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
         eval_batch_size=250,
         log_every=50,
     )
-    c.data = data_config(name="color_digit_scenes", train_split="train[:90%]")
-    c.evals = ml_collections.ConfigDict(
-        {
-            "validation": {"split": "train[90%:]", "every": 500},
-            "test": {"split": "test", "every": 500},
-        }
-    )
+    c.data = data_config(name="color_digit_scenes", train_split=TRAIN_WITHOUT_VALIDATION)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "colorizer"

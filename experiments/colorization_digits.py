@@ -1,6 +1,6 @@
 """Colorization pretraining (Zhang, Isola, Efros 2016) on coloured handwritten digits, labels
 unused: the colorization row of the pretext-task comparison, with an encoder that the digit
-classifiers of experiments/mim_finetune_digits.py and mim_linear_probe_digits.py load.
+classifiers of experiments/mim_transfer_digits.py (finetune, linear_probe) load.
 
 `color_digits` (attn_jax/data/color_digits/) colours scikit-learn's 8x8 digits, each training
 digit ten times: a background of uniform hue, the ink in the hue of its digit class (+-12
@@ -11,8 +11,10 @@ pretraining saw. The model predicts a*b* at every pixel from L* (L2 regression;
 attn_jax/tasks/colorization.py) with a ViT encoder of exactly the masked-image-modeling shape
 (patch 2, width 64, 4 blocks of 4 heads, MLP 128, MAE's fixed 2D sin-cos positions, a class token)
 under "encoder", and SimMIM's linear per-patch head. Like the MIM runs it pretrains on the
-training digits (here the colourings of train[:90%]; the best checkpoint is kept by the colour
-error on train[90%:], digits that training never sees). With one colouring per digit the model
+training digits (here the ten colourings of the first 1,294 training digits, sklearn_digits'
+train[:90%]: train[:12940], a whole number of digits, where a percent slice would cut one digit's
+colourings; the best checkpoint is kept by the colour error on train[12940:], digits that training
+never sees). With one colouring per digit the model
 memorizes each training image's random background (train loss 0.001) and the held-out error
 stops falling after a few hundred steps; ten colourings are what the data holds for that.
 
@@ -22,9 +24,9 @@ makes colorization teach recognition).
 
   python launch.py train --config experiments/colorization_digits.py \\
       --workdir runs/colorization_digits
-  python launch.py train --config experiments/mim_finetune_digits.py \\
+  python launch.py train --config experiments/mim_transfer_digits.py:finetune \\
       --config.init_from=runs/colorization_digits --workdir runs/ft_colorization
-  python launch.py train --config experiments/mim_linear_probe_digits.py \\
+  python launch.py train --config experiments/mim_transfer_digits.py:linear_probe \\
       --config.init_from=runs/colorization_digits --workdir runs/lp_colorization
 """
 
@@ -42,6 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.num_epochs = 0
     c.eval_batch_size = 512
     c.data.name = "color_digits"
+    c.data.train_split = "train[:12940]"  # ten consecutive colourings per digit: 1,294 digits
+    c.evals.validation.split = "train[12940:]"
     c.model.encoder.patch_size = 2
     # L* of the training digits: 25 + 60 * 0.30580668 and 60 * 0.37644229 (sklearn_digits'
     # statistics through L* = 25 + 60 g / 16; tests/data/test_color_digits.py recomputes them).

@@ -20,7 +20,7 @@ AP75 0.886 after the 20,000 steps (AP50 0.820 at 8,000, 0.951 at 12,000); with
 
 import ml_collections
 
-from attn_jax.config import adamw_config, run_config
+from attn_jax.config import TRAIN_WITHOUT_VALIDATION, adamw_config, run_config
 from attn_jax.data import data_config
 
 
@@ -30,11 +30,11 @@ def get_config() -> ml_collections.ConfigDict:
         batch_size=64,
         total_steps=20_000,
         eval_every=2_000,
-        target_metric="test/AP50",
+        target_metric="validation/AP50",
         eval_batch_size=256,
         log_every=100,
     )
-    c.data = data_config(name="digit_detection", augment=True)
+    c.data = data_config(name="digit_detection", augment=True, train_split=TRAIN_WITHOUT_VALIDATION)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "detr"

@@ -23,7 +23,7 @@ projects the error onto first-layer weights that pixel never trained.
 
 import ml_collections
 
-from attn_jax.config import adamw_config, run_config
+from attn_jax.config import TRAIN_WITHOUT_VALIDATION, adamw_config, run_config
 from attn_jax.data import data_config
 
 
@@ -33,10 +33,10 @@ def get_config() -> ml_collections.ConfigDict:
         batch_size=128,
         total_steps=3000,
         eval_every=500,
-        target_metric="test/accuracy",
+        target_metric="validation/accuracy",
         log_every=100,
     )
-    c.data = data_config(name="sklearn_digits", augment=False)
+    c.data = data_config(name="sklearn_digits", augment=False, train_split=TRAIN_WITHOUT_VALIDATION)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "feature_select"

@@ -5,14 +5,14 @@ Each 8x8 digit is cut into 2x2 tiles of 4x4 pixels, the tiles are reordered by o
 permutations (their minimal Hamming distance is 2; attn_jax/tasks/jigsaw.py), and a ViT predicts
 which permutation it was. The ViT has exactly the shape of the masked-image-modeling encoders
 (patch 2, width 64, 4 blocks of 4 heads, MLP 128, MAE's fixed 2D sin-cos position embedding, a
-class token), so experiments/mim_finetune_digits.py and mim_linear_probe_digits.py load it; its
+class token), so experiments/mim_transfer_digits.py (finetune, linear_probe) loads it; its
 parameters sit at the top of the tree rather than under "encoder", and its 24-way head is
 replaced:
 
   python launch.py train --config experiments/jigsaw_digits.py --workdir runs/jigsaw_digits
-  python launch.py train --config experiments/mim_finetune_digits.py \\
+  python launch.py train --config experiments/mim_transfer_digits.py:finetune \\
       --config.init_from=runs/jigsaw_digits --config.init_from_prefix= --workdir runs/ft_jigsaw
-  python launch.py train --config experiments/mim_linear_probe_digits.py \\
+  python launch.py train --config experiments/mim_transfer_digits.py:linear_probe \\
       --config.init_from=runs/jigsaw_digits --config.init_from_prefix= --workdir runs/lp_jigsaw
 
 Pretraining reads train[:90%]; the best checkpoint is chosen by the puzzle accuracy on the held-out
@@ -21,7 +21,7 @@ train[90%:] (validation), and test is reported at that step. Chance is 1/24 = 4.
 
 import ml_collections
 
-from attn_jax.config import adamw_config, run_config
+from attn_jax.config import TRAIN_WITHOUT_VALIDATION, adamw_config, run_config
 from attn_jax.data import data_config
 
 
@@ -36,13 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
         log_every=50,
     )
     c.num_epochs = 300
-    c.data = data_config(name="sklearn_digits", augment=True, train_split="train[:90%]")
-    c.evals = ml_collections.ConfigDict(
-        {
-            "validation": {"split": "train[90%:]", "every": 500},
-            "test": {"split": "test", "every": 500},
-        }
-    )
+    c.data = data_config(name="sklearn_digits", augment=True, train_split=TRAIN_WITHOUT_VALIDATION)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "vit"

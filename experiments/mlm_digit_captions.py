@@ -14,7 +14,7 @@ so accuracy stays below 1 by construction.
 
 import ml_collections
 
-from attn_jax.config import adamw_config, run_config
+from attn_jax.config import TRAIN_WITHOUT_VALIDATION, adamw_config, run_config
 from attn_jax.data import data_config
 
 
@@ -24,12 +24,12 @@ def get_config() -> ml_collections.ConfigDict:
         batch_size=128,
         total_steps=0,
         eval_every=220,
-        target_metric="test/accuracy",
+        target_metric="validation/accuracy",
         eval_batch_size=128,
         log_every=20,
     )
     c.num_epochs = 40
-    c.data = data_config(name="digit_captions")
+    c.data = data_config(name="digit_captions", train_split=TRAIN_WITHOUT_VALIDATION)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "text_mlm"

@@ -9,20 +9,13 @@ No subsampling: the 4x4 map has only 16 positions.
 Writes plots/non_local_attention.png: the block's weights for three query pixels.
 """
 
-import importlib.util
-from pathlib import Path
-
 import ml_collections
 
-_spec = importlib.util.spec_from_file_location(
-    "_resnet_digits", Path(__file__).with_name("resnet_digits.py")
-)
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from experiments.resnet_digits import get_config as resnet_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = _base.get_config()
+    c = resnet_config()
     c.experiment = "nonlocal_digits"
     c.model.non_local_stages = (2,)
     return c

@@ -9,20 +9,13 @@ two-unit bottleneck.
 Writes plots/se_excitation.png: the mean gate per class and channel in each stage's last block.
 """
 
-import importlib.util
-from pathlib import Path
-
 import ml_collections
 
-_spec = importlib.util.spec_from_file_location(
-    "_resnet_digits", Path(__file__).with_name("resnet_digits.py")
-)
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from experiments.resnet_digits import get_config as resnet_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = _base.get_config()
+    c = resnet_config()
     c.experiment = "se_resnet_digits"
     c.model.block_attention = "se"
     return c

@@ -11,7 +11,7 @@ width 48/96/192 with 2 blocks each, heads 2/4/8: 1,267,286 parameters.
 
 import ml_collections
 
-from attn_jax.config import adamw_config, run_config
+from attn_jax.config import TRAIN_WITHOUT_VALIDATION, adamw_config, run_config
 from attn_jax.data import data_config
 
 
@@ -21,12 +21,14 @@ def get_config() -> ml_collections.ConfigDict:
         batch_size=128,
         total_steps=0,
         eval_every=300,
-        target_metric="test/accuracy",
+        target_metric="validation/accuracy",
         eval_batch_size=512,
         log_every=20,
     )
     c.num_epochs = 100
-    c.data = data_config(name="sklearn_digits", augment=True, image_size=32)
+    c.data = data_config(
+        name="sklearn_digits", augment=True, image_size=32, train_split=TRAIN_WITHOUT_VALIDATION
+    )
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "swin"

@@ -20,7 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
         batch_size=256,
         total_steps=100000,
         eval_every=5000,
-        target_metric="test/bleu",
+        target_metric="validation/bleu",
+        validation_split="validation",  # newstest2013; test is newstest2014, the paper's table
     )
 
     c.data = data_config(name="wmt14_en_de", max_length=128, vocab_size=37000)
@@ -53,6 +54,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.d_model = 512
     c.optim.warmup_steps = 4000
     c.optim.grad_clip_norm = ml_collections.config_dict.placeholder(float)
-    c.optim.grad_accum_steps = 1
 
     return c

@@ -1,14 +1,25 @@
 """Config loading and `--config.k=v` overrides: the errors a user sees before any work."""
 
+import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from attn_jax import config as config_lib
 from attn_jax import programs
+from attn_jax.data import dataset_info, get_entry
+from attn_jax.data.sources import split_ranges
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPERIMENTS = sorted((ROOT / "experiments").glob("*.py"))
+# Every file, and every variant of a file with variants ("experiments/x.py:variant").
+EXPERIMENTS = config_lib.experiment_specs(ROOT / "experiments")
+TRAINING = [s for s in EXPERIMENTS if "program" not in config_lib.import_config(s)]
+
+
+def _name(spec: str) -> str:
+    return Path(spec).name.removesuffix(".py").replace(".py:", ":")
 
 
 @pytest.fixture
@@ -16,16 +27,106 @@ def cfg():
     return config_lib.load_config(ROOT / "experiments" / "vit_digits.py")
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=_name)
 def test_every_experiment_has_the_required_keys(path):
     if "program" in config_lib.import_config(path):  # trains nothing: names a known program
         assert programs.load_program_config(path).program in programs.PROGRAMS
         return
     config = config_lib.load_config(path)
     for key in config_lib.REQUIRED_KEYS:
-        assert key in config, f"{path.name} lacks {key}"
+        assert key in config, f"{path} lacks {key}"
     for group in ("model", "data", "optim"):
         assert len(config[group]) > 0
+    assert "grad_accum_steps" not in config.optim  # one accumulation knob: config.microbatches
+
+
+def test_experiment_names_are_distinct_per_variant():
+    names = [config_lib.import_config(s).get("experiment") for s in TRAINING]
+    assert len(set(names)) == len(names), names  # default workdirs are runs/<experiment>
+
+
+@pytest.mark.parametrize("path", TRAINING, ids=_name)
+def test_every_experiment_selects_on_validation_held_out_from_its_training_data(path):
+    config = config_lib.load_config(path)
+    assert config.target_metric.startswith("validation/"), config.target_metric
+    entry = get_entry(config.data.name)
+    trained = split_ranges(entry, config.data.train_split)
+    held_out = split_ranges(entry, config.evals.validation.split)
+    for name, start, stop in held_out:
+        for other, a, b in trained:
+            assert name != other or stop <= a or b <= start, (trained, held_out)
+    if "test" in entry.splits:  # reported at the best step, never selected on
+        assert config.evals.test.split == "test"
+
+
+def test_a_variant_is_chosen_with_a_colon_and_an_unknown_one_is_named():
+    plain = config_lib.load_config(f"{ROOT}/experiments/rnn_dates.py:seq2seq")
+    attention = config_lib.load_config(f"{ROOT}/experiments/rnn_dates.py:bahdanau")
+    assert plain.experiment == "seq2seq_dates" and plain.model.name == "seq2seq"
+    assert attention.experiment == "bahdanau_dates" and "attention_dim" in attention.model
+    # No suffix: the file's default variant.
+    default = config_lib.load_config(ROOT / "experiments" / "rnn_dates.py")
+    assert default.to_dict() == attention.to_dict()
+    with pytest.raises(config_lib.ConfigError) as err:
+        config_lib.load_config(f"{ROOT}/experiments/rnn_dates.py:lstm")
+    message = str(err.value)
+    assert "has no variant 'lstm'; its variants: bahdanau, seq2seq" in message
+    assert "\n" not in message
+    with pytest.raises(config_lib.ConfigError, match="has no variants, so ':big' cannot be read"):
+        config_lib.load_config(f"{ROOT}/experiments/vit_digits.py:big")
+    with pytest.raises(config_lib.ConfigError, match="does not exist"):
+        config_lib.load_config(f"{ROOT}/experiments/nope.py:x")
+
+
+def test_derived_experiments_load_from_any_working_directory(tmp_path):
+    # se_resnet_digits derives with `from experiments.resnet_digits import ...`; from another
+    # directory `experiments` is importable only because load_config puts its root on sys.path.
+    code = (
+        "from attn_jax import config\n"
+        f"c = config.load_config({str(ROOT / 'experiments' / 'se_resnet_digits.py')!r})\n"
+        f"d = config.load_config({str(ROOT / 'experiments' / 'rnn_dates.py')!r} + ':seq2seq')\n"
+        "print(c.experiment, c.model.block_attention, d.experiment)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["se_resnet_digits", "se", "seq2seq_dates"]
+
+
+def test_epochs_count_the_training_split_without_the_held_out_part(cfg):
+    spec = dataset_info(cfg.data)
+    assert cfg.data.train_split == "train[:90%]" and spec.num_examples["train[:90%]"] == 1294
+    steps = config_lib.resolve_total_steps(cfg, spec.num_examples[cfg.data.train_split])
+    assert steps == math.ceil(300 * 1294 / 128) == 3033
+    # The rule that an explicit --config.total_steps wins: tests/train/test_workdir.py.
+
+
+def test_the_retired_accumulation_knob_names_its_replacement(cfg):
+    with pytest.raises(config_lib.ConfigError, match="set --config.microbatches=N instead"):
+        config_lib.apply_overrides(cfg, ["--config.optim.grad_accum_steps=4"])
+    # An older run's config.json carries the key at 1: it loads and validates.
+    text = config_lib.to_json(cfg).replace(
+        '"grad_clip_norm"', '"grad_accum_steps": 1, "grad_clip_norm"'
+    )
+    old = config_lib.from_json(text)
+    assert old.optim.grad_accum_steps == 1
+    config_lib.validate(old)
+    old.optim.grad_accum_steps = 4
+    with pytest.raises(config_lib.ConfigError, match="grad_accum_steps is retired"):
+        config_lib.validate(old)
+
+
+def test_evaluator_overrides_set_a_period_or_add_an_evaluator_and_eval_split_is_refused(cfg):
+    config_lib.apply_overrides(
+        cfg, ["--config.evals.validation.every=7", "--config.evals.small.split=test[:50]"]
+    )
+    assert cfg.evals.validation.every == 7 and cfg.evals.small.split == "test[:50]"
+    assert "every" not in cfg.evals.test  # runs every config.eval_every
+    with pytest.raises(config_lib.ConfigError, match="set --config.evals.<name>.split instead"):
+        config_lib.apply_overrides(cfg, ["--config.data.eval_split=test[:10]"])
+    with pytest.raises(config_lib.ConfigError, match="unknown config key config.evals.test.spilt"):
+        config_lib.apply_overrides(cfg, ["--config.evals.test.spilt=test"])
 
 
 def test_override_types(cfg):

@@ -14,6 +14,9 @@ devices), and declares its type in `evaluation` ("classification", "exact_match"
 one-line config error, and "task" (the default) takes the task's own. The loop knows none of them
 by name: it asks each evaluator whether it is due and records the (name, value) pairs it yields.
 
+Without "every" an evaluator runs every `config.eval_every` steps, so that one override changes
+them all; `--config.evals.<name>.<key>=v` sets one evaluator's key, or adds an evaluator.
+
 A config without `evals` (an older config.json) has one evaluator named after its
 `data.eval_split`, on that split, every `eval_every` steps.
 """
@@ -45,7 +48,8 @@ TYPES = (
     "colorization",
     "nsp_mlm",
 )
-_KEYS = ("split", "every", "type", "batch_size")
+# The keys of one evaluator; `--config.evals.<name>.<key>=v` may add any of them.
+EVALUATOR_KEYS = ("split", "every", "type", "batch_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,10 +91,11 @@ def build_evaluators(config: Any, task: Any) -> list[Evaluator]:
     out = []
     for name, spec in evals.items():
         spec = dict(spec)
-        unknown = sorted(set(spec) - set(_KEYS))
+        unknown = sorted(set(spec) - set(EVALUATOR_KEYS))
         if unknown:
             raise EvaluatorConfigError(
-                f"config.evals.{name} has unknown keys {unknown}; its keys are {', '.join(_KEYS)}"
+                f"config.evals.{name} has unknown keys {unknown}; its keys are "
+                f"{', '.join(EVALUATOR_KEYS)}"
             )
         if "/" in name or not name:
             raise EvaluatorConfigError(

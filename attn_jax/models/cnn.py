@@ -30,7 +30,7 @@ import jax
 from attn_jax.attention.dropout import Dropout
 from attn_jax.models.variants import VariantTable, preset_kwargs
 
-# Presets: "digits" is the default used by experiments/cnn_digits.py and by the STN's classifier.
+# Presets: "digits" is the default of experiments/stn_digits.py:cnn and of the STN's classifier.
 CNN_VARIANTS = VariantTable(
     "cnn",
     "ours: the digits experiments",

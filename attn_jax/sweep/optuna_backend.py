@@ -553,7 +553,9 @@ def run_worker(
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    study_name = study_name or f"sweep_{Path(config_path).stem}"
+    # "rnn_dates.py:bahdanau" -> sweep_rnn_dates_bahdanau: each variant of a file its own study.
+    file_part, _, variant = str(config_path).partition(".py:")
+    study_name = study_name or f"sweep_{Path(file_part).stem}" + (f"_{variant}" if variant else "")
     storage_url = storage_url or default_storage(out_dir)
     spec = sweep_spec(axes, sampler, target, mode)
     optuna = _optuna()

@@ -12,14 +12,19 @@ from attn_jax import config as config_lib
 from attn_jax.train import loop
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPERIMENTS = sorted(p for p in (ROOT / "experiments").glob("*.py") if not p.name.startswith("_"))
+# Every file, and every variant of a file with variants ("experiments/x.py:variant").
+EXPERIMENTS = config_lib.experiment_specs(ROOT / "experiments")
 
 
-def is_training(path: Path) -> bool:
+def is_training(path: str) -> bool:
     return "program" not in config_lib.import_config(path)
 
 
-@pytest.mark.parametrize("path", [p for p in EXPERIMENTS if is_training(p)], ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path",
+    [p for p in EXPERIMENTS if is_training(p)],
+    ids=lambda p: Path(p).name.replace(".py", ""),
+)
 def test_info_needs_no_prepared_dataset(path, tmp_path, monkeypatch):
     empty = tmp_path / "no_datasets"
     empty.mkdir()

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config(data_dir, experiment: str, *overrides: str):
-    config = config_lib.load_config(ROOT / "experiments" / f"{experiment}.py")
+    config = config_lib.load_config(ROOT / "experiments" / experiment)
     config_lib.apply_overrides(config, [f"--config.data.data_dir={data_dir}", *overrides])
     return config
 
@@ -31,7 +31,7 @@ def test_short_mae_run_reconstructs_the_digits(tmp_path):
     # test loss to 0.47 (measured).
     config = _config(
         tmp_path / "tfds",
-        "mim_mae_digits",
+        "mim_digits.py:mae",
         "--config.num_epochs=0",
         "--config.total_steps=40",
         "--config.eval_every=40",
@@ -53,7 +53,7 @@ def test_short_mae_run_reconstructs_the_digits(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "experiment, ceiling",
-    [("mim_mae_digits", 0.35), ("mim_simmim_digits", 0.50)],  # measured: 0.314 and 0.454
+    [("mim_digits.py:mae", 0.35), ("mim_digits.py:simmim", 0.50)],  # measured: 0.314 and 0.454
 )
 def test_pretraining_experiments_reach_their_measured_loss(tmp_path, experiment, ceiling):
     workdir = tmp_path / "run"

@@ -89,7 +89,7 @@ def test_stn_beats_the_plain_cnn_on_distorted_digits(train_run, tmp_path):
     # A second --workdir wins over the fixture's (argparse keeps the last), so runs stay apart.
     _, cnn = train_run(
         "--config",
-        "experiments/cnn_digits.py",
+        "experiments/stn_digits.py:cnn",
         "--config.plots=false",
         "--workdir",
         str(tmp_path / "cnn"),

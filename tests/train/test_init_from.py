@@ -160,8 +160,8 @@ def test_empty_pattern_freezes_everything_but_the_head(target):
 
 @pytest.mark.slow
 def test_fine_tune_from_a_mae_run_through_the_trainer_and_resume(tmp_path):
-    """train() of experiments/mim_finetune_digits.py from a (very short) MAE run: with lr 0 the
-    classifier ends with exactly the MAE encoder and a fresh (zero) head; a resumed fine-tune
+    """train() of experiments/mim_transfer_digits.py:finetune from a (very short) MAE run: with lr 0
+    the classifier ends with exactly the MAE encoder and a fresh (zero) head; a resumed fine-tune
     restores its own checkpoint and never reads init_from again."""
     from pathlib import Path
 
@@ -179,11 +179,11 @@ def test_fine_tune_from_a_mae_run_through_the_trainer_and_resume(tmp_path):
         "--config.checkpoint_every=10",
         "--config.plots=false",
     ]
-    pretrain = config_lib.load_config(root / "mim_mae_digits.py")
+    pretrain = config_lib.load_config(f"{root}/mim_digits.py:mae")
     config_lib.apply_overrides(pretrain, short)
     loop.train(pretrain, tmp_path / "mae")
 
-    finetune = config_lib.load_config(root / "mim_finetune_digits.py")
+    finetune = config_lib.load_config(f"{root}/mim_transfer_digits.py:finetune")
     config_lib.apply_overrides(
         finetune, [*short, f"--config.init_from={tmp_path / 'mae'}", "--config.optim.lr=0"]
     )
