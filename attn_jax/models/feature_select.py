@@ -12,7 +12,6 @@ normalized inputs of the data pipeline is the dataset mean of that channel.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -72,37 +71,22 @@ class FeatureSelectMLP(nn.Module):
         aux = {"mask": mask.reshape(h, w, c), "gate_logits": gate_logits, "pre_logits": x}
         return logits, aux
 
-    def plot_examples(self, params: Any, batch: dict[str, Any], out_dir: str | Path) -> Path:
-        """Writes `out_dir/kept_pixels.png`: the k-of-D mask and eight eval images with the
-        dropped pixels greyed out, titled with the model's predictions. Returns the file."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    def figure_data(self, params: Any, batch: dict[str, Any]) -> dict[str, Any]:
+        """What attn_jax.figures draws after training: {"kept_pixels": the gate's mask [H, W]
+        (first channel) and eight eval images with their labels and the model's predictions}."""
         images = np.asarray(batch["image"])[:8]
         labels = np.asarray(batch["label"])[:8]
         logits, aux = self.apply({"params": params}, jnp.asarray(images), train=False)
-        preds = np.asarray(jnp.argmax(logits, -1))
         mask = np.asarray(aux["mask"])[..., 0] > 0.5  # first channel: the digits have one
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-
-        fig, axes = plt.subplots(1, 1 + len(images), figsize=(1.6 * (1 + len(images)), 2.0))
-        axes[0].imshow(mask, cmap="gray_r", vmin=0, vmax=1)
-        axes[0].set_title(f"kept {int(mask.sum())}/{mask.size}", fontsize=8)
-        cmap = plt.get_cmap("gray_r").with_extremes(bad="#f4a582")  # dropped: a colour no digit has
-        for ax, image, label, pred in zip(axes[1:], images, labels, preds, strict=True):
-            ax.imshow(np.ma.masked_array(image[..., 0], mask=~mask), cmap=cmap)
-            ax.set_title(f"y={label} pred={pred}", fontsize=8)
-        for ax in axes:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.tight_layout()
-        path = out_dir / "kept_pixels.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return path
+        predictions = np.asarray(jnp.argmax(logits, -1))
+        return {
+            "kept_pixels": {
+                "mask": mask,
+                "images": images,
+                "labels": labels,
+                "predictions": predictions,
+            }
+        }
 
 
 FEATURE_SELECT_VARIANTS = VariantTable("feature_select", "no presets: k and widths are set", {})

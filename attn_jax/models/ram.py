@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -249,20 +248,13 @@ class RAM(nn.Module):
         aux["state"] = h_last
         return logits, aux
 
-    def plot_examples(
-        self, params: Mapping, batch: Mapping[str, Any], out_dir: str | Path, count: int = 8
-    ) -> Path:
-        """Draws the glimpse paths of `count` images of `batch` (different classes first;
-        evaluation mode: mean locations) into `out_dir/glimpse_paths.png`: each glimpse's
-        finest patch as a square (one colour per time step, numbered from 1), the coarser
-        patches of the first glimpse dashed, the path through the centres, and the true and
-        predicted labels. Returns the file's path."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Rectangle
-
+    def figure_data(
+        self, params: Mapping, batch: Mapping[str, Any], count: int = 8
+    ) -> dict[str, Any]:
+        """What attn_jax.figures draws after training: {"glimpse_paths": `count` images of
+        `batch` (different classes first), their labels and predictions, and in evaluation mode
+        (mean locations) each glimpse's location [n, T, 2], patch corners [n, T, K, 2] and the
+        patch side of each scale [K]}."""
         images = np.asarray(batch["image"])
         labels = np.asarray(batch["label"])
         valid = np.asarray(batch.get("mask", np.ones(len(labels), bool)), bool)
@@ -272,47 +264,17 @@ class RAM(nn.Module):
         chosen = (firsts + [i for i in order if i not in firsts])[:count]
         images, labels = images[chosen], labels[chosen]
         logits, aux = self.apply({"params": params}, jnp.asarray(images), train=False)
-        predictions = np.asarray(jnp.argmax(logits, -1))
         locations = np.asarray(aux["locations"])  # [n, T, 2]
-        height, width = images.shape[1:3]
         corners = glimpse_boxes(
-            locations, (height, width), self.glimpse_size, self.num_scales, self.scale
+            locations, images.shape[1:3], self.glimpse_size, self.num_scales, self.scale
         )  # [n, T, K, 2]
-        sides = patch_sides(self.glimpse_size, self.num_scales, self.scale)
-        colours = plt.get_cmap("cool")(np.linspace(0.0, 1.0, self.num_glimpses))
-
-        cols = min(4, len(images))
-        rows = math.ceil(len(images) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.4 * rows), squeeze=False)
-        for ax in axes.flat:
-            ax.axis("off")
-        for i, ax in enumerate(axes.flat[: len(images)]):
-            ax.imshow(images[i, ..., 0] if images.shape[-1] == 1 else images[i], cmap="gray")
-            centres = (locations[i] + 1.0) / 2.0 * np.array([height, width]) - 0.5
-            ax.plot(centres[:, 1], centres[:, 0], "-", color="white", lw=1, alpha=0.7)
-            for t in range(self.num_glimpses):
-                for k, side in enumerate(sides if t == 0 else sides[:1]):
-                    row, col = corners[i, t, k]
-                    ax.add_patch(
-                        Rectangle(
-                            (col - 0.5, row - 0.5),
-                            side,
-                            side,
-                            fill=False,
-                            edgecolor=colours[t],
-                            lw=1.5 if k == 0 else 0.8,
-                            ls="-" if k == 0 else "--",
-                        )
-                    )
-                ax.text(centres[t, 1], centres[t, 0], str(t + 1), color=colours[t], fontsize=8)
-            ax.set_xlim(-0.5, width - 0.5)
-            ax.set_ylim(height - 0.5, -0.5)
-            ax.set_title(f"label {labels[i]}, predicted {predictions[i]}", fontsize=9)
-        fig.suptitle(f"RAM glimpse paths ({self.num_glimpses} glimpses, 1 = first)", fontsize=10)
-        fig.tight_layout()
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / "glimpse_paths.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        return {
+            "glimpse_paths": {
+                "images": images,
+                "labels": labels,
+                "predictions": np.asarray(jnp.argmax(logits, -1)),
+                "locations": locations,
+                "corners": np.asarray(corners),
+                "sides": patch_sides(self.glimpse_size, self.num_scales, self.scale),
+            }
+        }

@@ -15,13 +15,12 @@ Implements sec. 3 (the spatial transformer module) and the ST-CNN of sec. 4.1:
 Only the affine transformation (the paper's "Aff" rows) is implemented; projective and thin-plate
 spline transformations are not. The sampler reads zeros outside the image, as the paper's kernel
 sum does; the image it samples is the normalised input, so that padding has the dataset's mean
-intensity (grey, not black, in `plot_examples`).
+intensity (grey, not black, in the figure of `figure_data`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -162,14 +161,9 @@ class STN(nn.Module):
         )(transformed, train=train)
         return logits, {"theta": theta, "transformed": transformed, **aux}
 
-    def plot_examples(self, params: Any, batch: dict[str, Any], out_dir: str | Path) -> Path:
-        """Draws up to 8 eval images, spread over the batch, above their transformed versions into
-        `out_dir/stn_transforms.png`, with the true and predicted labels; returns the path."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    def figure_data(self, params: Any, batch: dict[str, Any]) -> dict[str, Any]:
+        """What attn_jax.figures draws after training: {"stn_transforms": up to 8 eval images,
+        spread over the batch, their transformed versions, true and predicted labels}."""
         images = np.asarray(batch["image"])
         keep = np.asarray(batch.get("mask", np.ones(len(images), bool))).astype(bool)
         images, labels = images[keep], np.asarray(batch["label"])[keep]
@@ -177,25 +171,14 @@ class STN(nn.Module):
         picks = np.unique(np.linspace(0, len(images) - 1, min(8, len(images))).astype(int))
         images, labels = images[picks], labels[picks]
         logits, aux = jax.jit(self.apply)({"params": params}, jnp.asarray(images))
-        transformed = np.asarray(aux["transformed"])
-        predicted = np.asarray(jnp.argmax(logits, -1))
-        n = len(images)
-        fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.8), squeeze=False, layout="constrained")
-        for k in range(n):
-            for row, (picture, title) in enumerate(
-                [(images[k], f"input: {labels[k]}"), (transformed[k], f"ST out: {predicted[k]}")]
-            ):
-                ax = axes[row, k]
-                ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray")
-                ax.set_title(title, fontsize=8)
-                ax.axis("off")
-        fig.suptitle("spatial transformer: inputs (top), transformed inputs (bottom)", fontsize=9)
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / "stn_transforms.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        return {
+            "stn_transforms": {
+                "images": images,
+                "labels": labels,
+                "transformed": np.asarray(aux["transformed"]),
+                "predictions": np.asarray(jnp.argmax(logits, -1)),
+            }
+        }
 
 
 def stn_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import numpy as np
 
 from attn_jax.attention import rollout as rollout_lib
 from attn_jax.errors import UserError
+from attn_jax.figures.explanations import plot_explanations
 from attn_jax.models.vit import ViT
 
 
@@ -247,70 +247,6 @@ def _label(logits: np.ndarray, labels: Sequence[str] | None) -> str:
     return f"{name} (p={probs[k]:.3g})"
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _show(ax, image: np.ndarray, title: str | None = None) -> None:
-    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0.0, vmax=1.0)
-    if title:
-        ax.set_title(title, fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _overlay(ax, heat: np.ndarray, alpha: float = 0.5):
-    # Drawn over the pixels the patches cover, in the image's pixel coordinates; the scale starts
-    # at 0 so that a nearly flat map (an untrained model) looks flat.
-    h, w = heat.shape
-    return ax.imshow(
-        heat, cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0, extent=(-0.5, w - 0.5, h - 0.5, -0.5)
-    )
-
-
-def _mark_patches(ax, tokens: Sequence[int], tags: Sequence[str], grid_w, patch_hw, color) -> None:
-    import matplotlib.patches as mpatches
-
-    ph, pw = patch_hw
-    for token, tag in zip(tokens, tags, strict=True):
-        row, col = divmod(int(token) - 1, grid_w)
-        ax.add_patch(
-            mpatches.Rectangle(
-                (col * pw - 0.5, row * ph - 0.5), pw, ph, fill=False, edgecolor=color, linewidth=2
-            )
-        )
-        ax.text(
-            col * pw,
-            row * ph,
-            tag,
-            color="black",
-            fontsize=7,
-            va="bottom",
-            ha="left",
-            bbox=dict(facecolor=color, edgecolor="none", pad=0.5, alpha=0.8),
-        )
-
-
-def _figure(rows: int, cols: int, aspect: float, scale: float = 2.2):
-    """`aspect` = image height / width; panels are `scale` inches wide plus room for a title."""
-    plt = _plt()
-    size = (scale * cols, (scale * aspect + 0.35) * rows)
-    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False)
-    return plt, fig, axes
-
-
-def _save(plt, fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 def write_explanation_plots(
     explanation: ViTExplanation,
     display_images: np.ndarray,
@@ -329,61 +265,17 @@ def write_explanation_plots(
     Returns:
       the written paths.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     ex = explanation
-    batch, heads = ex.head_maps.shape[:2]
-    relevance_px = upsample_to_pixels(ex.relevance, ex.patch_hw)
-    heads_px = upsample_to_pixels(ex.head_maps, ex.patch_hw)
-    titles = [_label(ex.logits[i], labels) for i in range(batch)]
-    written = []
-
-    aspect = display_images.shape[1] / display_images.shape[2]
-    plt, fig, axes = _figure(batch, 2, aspect, scale=3.0)
-    for i in range(batch):
-        _show(axes[i, 0], display_images[i], f"input: {titles[i]}")
-        _show(axes[i, 1], display_images[i], "attention rollout (max = 1)")
-        fig.colorbar(_overlay(axes[i, 1], relevance_px[i]), ax=axes[i, 1], fraction=0.046)
-    written.append(_save(plt, fig, out_dir / "rollout.png"))
-
-    cols = min(heads, 6)
-    per_image = math.ceil(heads / cols)
-    plt, fig, axes = _figure(batch * per_image, cols, aspect)
-    for i in range(batch):
-        for h in range(per_image * cols):
-            ax = axes[i * per_image + h // cols, h % cols]
-            if h >= heads:
-                ax.set_axis_off()
-                continue
-            # Each head on its own scale: the heads differ in how much goes to the class token.
-            heat = heads_px[i, h] / max(float(heads_px[i, h].max()), 1e-12)
-            _show(ax, display_images[i], f"{titles[i]}: head {h}" if h == 0 else f"head {h}")
-            _overlay(ax, heat)
-    written.append(_save(plt, fig, out_dir / "heads.png"))
-
-    panels = [p for p in (ex.parts, ex.top_parts) if p is not None]
-    if panels:
-        plt, fig, axes = _figure(batch, len(panels), aspect, scale=3.0)
-        for i in range(batch):
-            col = 0
-            if ex.parts is not None:
-                # Several heads may pick one patch: one box, tagged with all of them.
-                picked: dict[int, list[str]] = {}
-                for h, token in enumerate(ex.parts[i]):
-                    picked.setdefault(int(token), []).append(str(h))
-                _show(axes[i, col], display_images[i], "TransFG parts (head numbers)")
-                tags = [",".join(v) for v in picked.values()]
-                _mark_patches(axes[i, col], list(picked), tags, ex.grid_hw[1], ex.patch_hw, "red")
-                col += 1
-            if ex.top_parts is not None:
-                k = ex.top_parts.shape[1]
-                _show(axes[i, col], display_images[i], f"top {k} rollout parts (rank)")
-                tags = [str(r + 1) for r in range(k)]
-                _mark_patches(
-                    axes[i, col], ex.top_parts[i], tags, ex.grid_hw[1], ex.patch_hw, "cyan"
-                )
-        written.append(_save(plt, fig, out_dir / "parts.png"))
-    return written
+    maps = {
+        "titles": [_label(ex.logits[i], labels) for i in range(ex.logits.shape[0])],
+        "relevance_px": upsample_to_pixels(ex.relevance, ex.patch_hw),
+        "heads_px": upsample_to_pixels(ex.head_maps, ex.patch_hw),
+        "parts": ex.parts,
+        "top_parts": ex.top_parts,
+        "grid_hw": ex.grid_hw,
+        "patch_hw": ex.patch_hw,
+    }
+    return plot_explanations(maps, display_images, out_dir)
 
 
 def explain_vit(
@@ -492,7 +384,7 @@ def restore_workdir(
     """
     from attn_jax import config as config_lib
     from attn_jax.train import loop
-    from attn_jax.train.checkpoint import Checkpointer
+    from attn_jax.train.checkpoint import restore_for_evaluation
     from attn_jax.train.optim import make_optimizer
 
     workdir = Path(workdir)
@@ -500,6 +392,8 @@ def restore_workdir(
         raise ExplainError(f"{workdir} has no config.json; pass the workdir of a training run")
     config = config_lib.load_json(workdir / "config.json")
     exp = loop.build_experiment(config)
+    # The train state's structure (optimizer state included) is what the checkpoint holds; it is
+    # restored onto this one device, whatever mesh the run trained on.
     tx, _ = make_optimizer(config.optim, exp.total_steps)
     init_fn = loop.make_init_fn(exp.model, tx, exp.init_inputs())
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -507,16 +401,7 @@ def restore_workdir(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
         jax.eval_shape(init_fn, jax.random.key(0)),
     )
-    ckpt = Checkpointer(
-        workdir,
-        read_only=True,
-        target_metric=config.target_metric,
-        target_mode=config.get("target_mode", "max"),
-    )
-    try:
-        _, params = ckpt.restore_params(abstract, step=step, best=best)
-    finally:
-        ckpt.close()
+    _, params, _ = restore_for_evaluation(workdir, config, abstract, step=step, best=best)
     return exp.model, params, config
 
 

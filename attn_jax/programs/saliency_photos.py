@@ -21,6 +21,7 @@ import numpy as np
 
 from attn_jax.attention.saliency import itti_koch_saliency_jit, saliency_peak
 from attn_jax.errors import UserError
+from attn_jax.figures.saliency import plot_saliency
 
 SOURCES = ("sklearn", "skimage")
 # Photographs bundled with scikit-image itself (no download); others are fetched on first use.
@@ -67,51 +68,6 @@ def sample_photos(sources: tuple[str, ...]) -> dict[str, np.ndarray]:
 SCALE_4_STRIDE = 16  # pyramid scale 4 keeps every 16th pixel: its (i, j) sits at (16 i, 16 j)
 
 
-def _plot(name: str, photo: np.ndarray, maps: dict[str, np.ndarray], peak, out_dir: Path, alpha):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [
-        ("photo", photo, None),
-        ("intensity I", maps["intensity"], "gray"),
-        ("colour C", maps["color"], "gray"),
-        ("orientation O", maps["orientation"], "gray"),
-        ("saliency S", maps["saliency"], "inferno"),
-    ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.6))
-    for ax, (title, image, cmap) in zip(axes, panels, strict=True):
-        ax.imshow(image, cmap=cmap)
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    maps_path = out_dir / f"{name}_maps.png"
-    fig.savefig(maps_path, dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6.4, 6.4 * photo.shape[0] / photo.shape[1]))
-    ax.imshow(photo)
-    # Stretched over the whole photo: off by at most half a scale-4 cell (8 pixels).
-    height, width = photo.shape[:2]
-    ax.imshow(
-        maps["saliency"],
-        cmap="inferno",
-        alpha=alpha,
-        interpolation="bilinear",
-        extent=(-0.5, width - 0.5, height - 0.5, -0.5),
-    )
-    ax.plot(peak[1], peak[0], marker="o", markersize=14, mfc="none", mec="cyan", mew=2)
-    ax.set_title(f"{name}: saliency over the photo, first fixation circled", fontsize=9)
-    ax.set_axis_off()
-    fig.tight_layout()
-    overlay_path = out_dir / f"{name}_overlay.png"
-    fig.savefig(overlay_path, dpi=110)
-    plt.close(fig)
-    return [maps_path, overlay_path]
-
-
 def run(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     """Saliency maps of the configured photos, written as PNG into `workdir/plots`.
 
@@ -149,7 +105,7 @@ def run(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         row, col = (int(v) for v in saliency_peak(jnp.asarray(maps["saliency"])))
         peak = (row * SCALE_4_STRIDE, col * SCALE_4_STRIDE)
         fixations[name] = list(peak)
-        written += _plot(name, photo, maps, peak, out_dir, alpha)
+        written += plot_saliency(name, photo, maps, peak, out_dir, alpha)
     return {
         "images": list(photos),
         "first_fixation": fixations,

@@ -28,7 +28,6 @@ label accuracy is the informative one.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -37,7 +36,9 @@ import numpy as np
 
 from attn_jax.attention.masks import large_negative
 
-SIMILARITY_FILE = "clip_similarity.png"
+# The figure kind of `figure_data` (attn_jax.figures draws it into <kind>.png).
+SIMILARITY_FIGURE = "clip_similarity"
+SIMILARITY_FILE = f"{SIMILARITY_FIGURE}.png"
 
 
 def contrastive_loss(
@@ -253,14 +254,14 @@ class Contrastive:
         return {k: float(v) / count for k, v in sums.items() if k != "count"}
 
     # -- figure -----------------------------------------------------------------------------------
-    def plot_examples(self, model, params, batch: dict[str, Any], vocab, out_dir) -> Path | None:
-        """Writes <out_dir>/clip_similarity.png: the cosine similarities of the first real images
-        of `batch` (thumbnails down the side) with their captions (text along the bottom);
-        returns the path (None: no real example in the batch)."""
+    def figure_data(self, model, params, batch: dict[str, Any], vocab) -> dict[str, Any]:
+        """What attn_jax.figures draws after training: {"clip_similarity": the first real images
+        of `batch`, their captions as text and the cosine similarities [images, captions]}; {}
+        when the batch holds no real example."""
         vocab = vocab if vocab is not None else self.vocab
         keep = np.flatnonzero(np.asarray(batch["mask"]))[: self.num_plot_examples]
         if keep.size == 0:
-            return None
+            return {}
         images = np.asarray(batch["image"])[keep]
         tokens = np.asarray(batch[self.text_key])[keep]
         # Compiled: op-by-op execution of the two towers is far slower than one compile.
@@ -273,72 +274,16 @@ class Contrastive:
         )
         cosine = np.asarray(similarity(params, jnp.asarray(images), jnp.asarray(tokens)))
         texts = [_caption_text(row, vocab) for row in tokens]
-        return plot_similarity(images, texts, cosine, Path(out_dir) / SIMILARITY_FILE)
+        return {
+            SIMILARITY_FIGURE: {
+                "images": images,
+                "texts": texts,
+                "cosine": cosine,
+            }
+        }
 
 
 def _caption_text(ids: np.ndarray, vocab) -> str:
     if vocab is None:
         return " ".join(str(int(i)) for i in ids if i)
     return vocab.decode([int(i) for i in ids])
-
-
-def plot_similarity(images: np.ndarray, texts: list[str], cosine: np.ndarray, path: Path) -> Path:
-    """Draws the [n_img, n_txt] cosine matrix with image thumbnails as row labels and the texts as
-    column labels (matplotlib Agg); returns `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
-
-    n_img, n_txt = cosine.shape
-    fig, ax = plt.subplots(figsize=(2.0 + 1.1 * n_txt, 2.5 + 0.9 * n_img))
-    shown = ax.imshow(cosine, cmap="viridis")
-    for i in range(n_img):
-        for j in range(n_txt):
-            ax.text(j, i, f"{cosine[i, j]:.2f}", ha="center", va="center", fontsize=8, color="w")
-    ax.set_xticks(range(n_txt))
-    ax.set_xticklabels([_wrap(t) for t in texts], rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(n_img))
-    ax.set_yticklabels([])
-    for i, image in enumerate(images):
-        thumb = _displayable(image)
-        zoom = 28.0 / max(thumb.shape[:2])  # ~28 px thumbnails whatever the image size
-        box = OffsetImage(thumb, zoom=zoom, cmap="gray" if thumb.ndim == 2 else None)
-        ax.add_artist(
-            AnnotationBbox(
-                box,
-                (-0.5, i),
-                xybox=(-22, 0),
-                xycoords="data",
-                boxcoords="offset points",
-                frameon=False,
-            )
-        )
-    ax.set_title("cosine similarity: images (rows) x captions (columns)")
-    fig.colorbar(shown, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _displayable(image: np.ndarray) -> np.ndarray:
-    """Normalized network input -> [0, 1] for display; one channel becomes a 2D array."""
-    image = np.asarray(image, np.float32)
-    lo, hi = float(image.min()), float(image.max())
-    image = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
-    return image[..., 0] if image.shape[-1] == 1 else image
-
-
-def _wrap(text: str, width: int = 24) -> str:
-    words, lines, line = text.split(), [], ""
-    for word in words:
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    lines.append(line)
-    return "\n".join(lines)

@@ -17,7 +17,6 @@ training draws them from the step's key (`fold_in(rng, ...)`), so the train step
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -26,7 +25,9 @@ import numpy as np
 
 from attn_jax.models.mim import MAE, SimMIM, patchify, unpatchify, upsample_patch_mask
 
-RECONSTRUCTIONS_FILE = "reconstructions.png"
+# The figure kind of `figure_data` (attn_jax.figures draws it into <kind>.png).
+RECONSTRUCTIONS_FIGURE = "reconstructions"
+RECONSTRUCTIONS_FILE = f"{RECONSTRUCTIONS_FIGURE}.png"
 METHODS = ("simmim", "mae")
 _MASK_PURPOSE = 0x4D41534B  # folded into the step key: the mask stream differs from dropout's
 
@@ -113,7 +114,7 @@ class MaskedImageModeling:
         removed patches).
       norm_pix_loss: MAE only: per-patch normalized targets (the paper's default).
       eval_mask_seed: the key of the evaluation masks.
-      num_plot_examples: images drawn by `plot_examples`.
+      num_plot_examples: images in the figure of `figure_data`.
     """
 
     evaluation = "reconstruction"  # the evaluator type it serves (eval/evaluators.py)
@@ -202,7 +203,7 @@ class MaskedImageModeling:
 
     # -- figures ---------------------------------------------------------------------------------
     def reconstruct(self, model, params, images: np.ndarray) -> dict[str, np.ndarray]:
-        """What `plot_examples` draws, as arrays [B, H, W, C] (pixel_mask [B, H, W, 1]).
+        """What the reconstruction figure draws, as arrays [B, H, W, C] (pixel_mask [B, H, W, 1]).
 
         "reconstruction" is the model's output for every pixel, "pasted" the reconstruction on the
         masked pixels and the input on the visible ones (MAE's figures). MAE with
@@ -230,60 +231,15 @@ class MaskedImageModeling:
             "pasted": np.where(pixel_mask > 0, recon, images),
         }
 
-    def plot_examples(self, model, params, batch: dict[str, Any], vocab, out_dir) -> Path | None:
-        """Writes <out_dir>/reconstructions.png: for the first real examples of `batch`, rows of
-        input, masked input, raw reconstruction and reconstruction with the visible pixels
-        pasted from the input; returns the path (None: no real example in the batch)."""
+    def figure_data(self, model, params, batch: dict[str, Any], vocab) -> dict[str, Any]:
+        """What attn_jax.figures draws after training: {"reconstructions": `reconstruct` of the
+        first real examples of `batch`}; {} when the batch holds no real example."""
         del vocab  # images have none
         chosen = np.flatnonzero(np.asarray(batch["mask"]))[: self.num_plot_examples]
         if chosen.size == 0:
-            return None
+            return {}
         arrays = self.reconstruct(model, params, np.asarray(batch["image"])[chosen])
-        return plot_reconstructions(arrays, Path(out_dir) / RECONSTRUCTIONS_FILE)
-
-
-def _display(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """[H, W, C] -> RGB in [0, 1], scaled by the input image's range (shared by its row)."""
-    x = np.clip((x - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-    if x.shape[-1] == 1:
-        return np.repeat(x, 3, axis=-1)
-    return x[..., :3]
-
-
-def plot_reconstructions(arrays: dict[str, np.ndarray], path: Path) -> Path:
-    """One column per example, rows: input | masked input (masked pixels tinted) |
-    reconstruction | reconstruction with the visible pixels of the input. Returns `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = ("input", "masked", "reconstruction", "recon. +\nvisible")
-    n = arrays["image"].shape[0]
-    fig, axes = plt.subplots(4, n, figsize=(1.3 * n + 0.8, 1.3 * 4), squeeze=False)
-    tint = np.array([0.35, 0.45, 0.75])  # masked pixels: neither black nor white digit ink
-    for i in range(n):
-        image = arrays["image"][i]
-        lo, hi = float(image.min()), float(image.max())
-        masked = arrays["pixel_mask"][i] > 0  # [H, W, 1]
-        shown = (
-            _display(image, lo, hi),
-            np.where(masked, tint, _display(image, lo, hi)),
-            _display(arrays["reconstruction"][i], lo, hi),
-            _display(arrays["pasted"][i], lo, hi),
-        )
-        for j, picture in enumerate(shown):
-            ax = axes[j, i]
-            ax.imshow(picture, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_ylabel(rows[j], fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+        return {RECONSTRUCTIONS_FIGURE: arrays}
 
 
 __all__ = [
@@ -293,6 +249,5 @@ __all__ = [
     "mae_loss",
     "mae_patch_losses",
     "mae_targets",
-    "plot_reconstructions",
     "simmim_loss",
 ]

@@ -11,7 +11,6 @@ ground truth and the prediction being left out).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -19,13 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from attn_jax.eval.segmentation import (
-    device_confusion_matrix,
-    plot_segmentation_overlays,
-    segmentation_metrics,
-)
+from attn_jax.eval.segmentation import device_confusion_matrix, segmentation_metrics
 
-OVERLAY_FILE = "segmentation_overlays.png"
+# The figure kind of `figure_data` (attn_jax.figures draws it into <kind>.png).
+OVERLAY_FIGURE = "segmentation_overlays"
+OVERLAY_FILE = f"{OVERLAY_FIGURE}.png"
 
 
 class Segmentation:
@@ -38,7 +35,7 @@ class Segmentation:
       aux_weight: weight of each auxiliary head's loss, for models that return
         aux["aux_logits"] (a tuple of [B, H, W, K]).
       background: class id drawn transparent in the overlays (None: all classes drawn).
-      num_plot_examples: examples drawn by `plot_examples`.
+      num_plot_examples: examples in the figure of `figure_data`.
     """
 
     evaluation = "miou"  # the evaluator type it serves (eval/evaluators.py)
@@ -160,25 +157,26 @@ class Segmentation:
         out.update({f"iou/{k}": float(v) for k, v in enumerate(m["iou"])})
         return out
 
-    def plot_examples(self, model, params, batch: dict[str, Any], vocab, out_dir) -> Path | None:
-        """Writes <out_dir>/segmentation_overlays.png: for the first real examples of `batch`, the
-        image, the ground truth and the prediction over it; returns the path (None: no real
-        example in the batch)."""
+    def figure_data(self, model, params, batch: dict[str, Any], vocab) -> dict[str, Any]:
+        """What attn_jax.figures draws after training: {"segmentation_overlays": the first real
+        examples of `batch`, their ground truth and predicted masks}; {} when the batch holds no
+        real example."""
         del vocab  # images have none
         keep = np.flatnonzero(np.asarray(batch["mask"]))[: self.num_plot_examples]
         if keep.size == 0:
-            return None
+            return {}
         images = np.asarray(batch["image"])[keep]
         # Compiled: op-by-op execution of a Swin or ViT-L is many times slower than one compile.
         predict = jax.jit(
             lambda p, x: jnp.argmax(model.apply({"params": p}, x, train=False)[0], -1)
         )
-        return plot_segmentation_overlays(
-            images,
-            np.asarray(batch["segmentation"])[keep],
-            np.asarray(predict(params, jnp.asarray(images))),
-            Path(out_dir) / OVERLAY_FILE,
-            num_classes=self.num_classes,
-            ignore_label=self.ignore_label,
-            background=self.background,
-        )
+        return {
+            OVERLAY_FIGURE: {
+                "images": images,
+                "truths": np.asarray(batch["segmentation"])[keep],
+                "preds": np.asarray(predict(params, jnp.asarray(images))),
+                "num_classes": self.num_classes,
+                "ignore_label": self.ignore_label,
+                "background": self.background,
+            }
+        }

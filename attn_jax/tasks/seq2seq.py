@@ -184,13 +184,10 @@ class Seq2SeqTask:
                     out[f"exact_match/{name}"] = float(e) / float(c)
         return out
 
-    def plot_examples(self, model, params, batch, vocab, out_dir, *, count: int = 4) -> list:
-        """PNG heatmaps of the attention of the decoded outputs over the source, for the first
-        `count` examples of `batch` (models that expose no attention get none)."""
-        from pathlib import Path
-
-        from attn_jax.train.plots import plot_alignments
-
+    def figure_data(self, model, params, batch, vocab, *, count: int = 4) -> dict[str, Any]:
+        """What attn_jax.figures draws after training: {"attention": the attention of the decoded
+        outputs over the source for the first `count` examples of `batch`, with the tokens as
+        labels} (one file each, attention_<i>.png); {} for models that expose no attention."""
         inputs = batch["inputs"][:count]
         kwargs = {"max_length": batch["targets"].shape[1]}
         # Models whose fast path skips the weights (the Transformer) return them on request.
@@ -199,15 +196,19 @@ class Seq2SeqTask:
         tokens, aux = model.apply({"params": params}, inputs, method="generate", **kwargs)
         weights = aux.get("attention") if isinstance(aux, dict) else None
         if weights is None:
-            return []
-        written = []
+            return {}
+        examples = []
         for i in range(inputs.shape[0]):
-            src = _symbols(vocab, np.asarray(inputs[i]))
-            out = _symbols(vocab, np.asarray(tokens[i]))
-            title = f"{vocab.decode(list(inputs[i]))!r} -> {vocab.decode(list(tokens[i]))!r}"
-            path = Path(out_dir) / f"attention_{i}.png"
-            written.append(plot_alignments(np.asarray(weights[i]), src, out, path, title=title))
-        return written
+            examples.append(
+                {
+                    "weights": np.asarray(weights[i]),
+                    "source": _symbols(vocab, np.asarray(inputs[i])),
+                    "target": _symbols(vocab, np.asarray(tokens[i])),
+                    "title": f"{vocab.decode(list(inputs[i]))!r} -> "
+                    f"{vocab.decode(list(tokens[i]))!r}",
+                }
+            )
+        return {"attention": {"examples": examples}}
 
 
 def _symbols(vocab, ids) -> list[str]:

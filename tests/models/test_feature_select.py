@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from attn_jax.figures.examples import draw_examples
 from attn_jax.models import build_model
 from attn_jax.tasks.classification import Classification
 
@@ -73,7 +74,7 @@ def test_gradients_reach_the_gate_logits(model_and_params, apply):
 def test_plot_examples_writes_the_kept_pixels_figure(model_and_params, tmp_path):
     model, params = model_and_params
     batch = {"image": np.asarray(_images(3)), "label": np.arange(3)}
-    path = model.plot_examples(params, batch, tmp_path / "plots")
+    (path,) = draw_examples(model.figure_data(params, batch), tmp_path / "plots")
     assert path.name == "kept_pixels.png" and path.stat().st_size > 1000
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from attn_jax.figures.examples import draw_examples
 from attn_jax.models import RAM, build_model, count_params, ram_param_count
 
 SMALL = dict(
@@ -209,6 +210,6 @@ def test_plot_examples_writes_the_glimpse_paths(small, images, tmp_path):
         "label": np.array([3, 3, 1, 0, 7, 2], np.int32),
         "mask": np.array([True] * 5 + [False]),
     }
-    path = model.plot_examples(params, batch, tmp_path / "plots", count=4)
+    (path,) = draw_examples(model.figure_data(params, batch, count=4), tmp_path / "plots")
     assert path == tmp_path / "plots" / "glimpse_paths.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000

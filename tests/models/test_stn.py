@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from attn_jax.attention.spatial_transformer import spatial_transform
+from attn_jax.figures.examples import draw_examples
 from attn_jax.models import build_model, count_params
 from attn_jax.models.cnn import CNN
 
@@ -114,7 +115,7 @@ def test_output_size_and_any_input_size():
 def test_plot_examples_writes_inputs_and_transformed(stn_and_params, tmp_path):
     model, params, x = stn_and_params
     batch = {"image": np.asarray(x), "label": np.arange(4), "mask": np.array([1, 1, 1, 0], bool)}
-    path = model.plot_examples(params, batch, tmp_path / "plots")
+    (path,) = draw_examples(model.figure_data(params, batch), tmp_path / "plots")
     assert path == tmp_path / "plots" / "stn_transforms.png"
     assert path.stat().st_size > 1000
 

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 
+from attn_jax.figures.examples import draw_examples
 from attn_jax.models.clip import l2_normalize
 from attn_jax.tasks import TASKS, build_task
 from attn_jax.tasks.contrastive import (
@@ -229,7 +230,8 @@ def test_evaluation_reports_zero_shot_and_retrieval_accuracy():
 
 def test_plot_examples_writes_the_similarity_figure(tmp_path):
     task = Contrastive(num_classes=2, num_plot_examples=2)
-    path = task.plot_examples(FakeCLIP(TABLE), {}, _eval_batch([0, 1, 1]), None, tmp_path)
+    data = task.figure_data(FakeCLIP(TABLE), {}, _eval_batch([0, 1, 1]), None)
+    (path,) = draw_examples(data, tmp_path)
     assert path == tmp_path / SIMILARITY_FILE
     assert path.stat().st_size > 5_000
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from attn_jax.figures.reconstructions import plot_reconstructions
 from attn_jax.models.mim import MAE, SimMIM, patchify
 from attn_jax.tasks import TASKS, build_task
 from attn_jax.tasks.masked_image import (
@@ -15,7 +16,6 @@ from attn_jax.tasks.masked_image import (
     denormalize_patches,
     mae_loss,
     mae_targets,
-    plot_reconstructions,
     simmim_loss,
 )
 

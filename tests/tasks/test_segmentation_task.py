@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from attn_jax.eval.segmentation import confusion_matrix
+from attn_jax.figures.examples import draw_examples
 from attn_jax.models.setr import SETR
 from attn_jax.tasks import TASKS, build_task
 from attn_jax.tasks.segmentation import OVERLAY_FILE, Segmentation
@@ -173,7 +174,7 @@ def test_init_inputs_and_ignore_label_mismatch():
 def test_overlay_png_is_written_with_one_row_per_real_example(tmp_path):
     batch, params = random_case(seed=3, b=3, h=8, w=8)
     batch["image"] = np.random.default_rng(0).random((3, 8, 8, 3)).astype(np.float32)
-    path = TASK.plot_examples(ImageLogits, params, batch, None, tmp_path / "plots")
+    (path,) = draw_examples(TASK.figure_data(ImageLogits, params, batch, None), tmp_path / "plots")
     assert path == tmp_path / "plots" / OVERLAY_FILE
     with Image.open(path) as image:
         image.load()
