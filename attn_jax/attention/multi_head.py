@@ -43,6 +43,30 @@ from attn_jax.attention.registry import DEFAULT_ATTENTION, check_attention_fn, g
 Initializer = Callable[..., jax.Array]
 
 
+def with_logical_axes(init: Initializer, names: tuple[str | None, ...]) -> Initializer:
+    """`init`, naming the Flax logical axes of the parameter it creates (one name per dimension
+    of the parameter's final shape, e.g. ("embed", "heads", "head_dim")).
+
+    While logical axis rules are set (`nn.logical_axis_rules`, as the trainer sets them to derive
+    tensor-parallel shardings) the parameter comes boxed in `nn.LogicallyPartitioned`
+    (`nn.with_logical_partitioning`); otherwise it is the plain array, so that the trees of
+    `model.init` stay the ones converters, checkpoints and `init_from` know.
+
+    Args:
+      init: the initializer.
+      names: a logical axis name or None per dimension.
+
+    Returns:
+      An initializer of the same signature.
+    """
+    boxed = nn.with_logical_partitioning(init, names)
+
+    def initialize(*args: Any, **kwargs: Any) -> Any:
+        return (boxed if nn.get_logical_axis_rules() else init)(*args, **kwargs)
+
+    return initialize
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head dot-product attention with Flax-compatible parameters.
 
@@ -135,8 +159,9 @@ class MultiHeadAttention(nn.Module):
             features=(self.num_heads, head_dim),
             axis=-1,
             use_bias=self.use_bias,
-            kernel_init=self.kernel_init,
-            bias_init=self.bias_init,
+            # Megatron column split: each tensor-parallel shard computes whole heads.
+            kernel_init=with_logical_axes(self.kernel_init, ("embed", "heads", "head_dim")),
+            bias_init=with_logical_axes(self.bias_init, ("heads", "head_dim")),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
@@ -179,8 +204,11 @@ class MultiHeadAttention(nn.Module):
             features=out_features,
             axis=(-2, -1),
             use_bias=self.use_bias,
-            kernel_init=self.out_kernel_init or self.kernel_init,
-            bias_init=self.bias_init,
+            # Row split: each shard's heads give a partial sum of the output.
+            kernel_init=with_logical_axes(
+                self.out_kernel_init or self.kernel_init, ("heads", "head_dim", "embed")
+            ),
+            bias_init=with_logical_axes(self.bias_init, ("embed",)),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="out",

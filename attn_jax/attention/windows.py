@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_jax.attention.dot_product import check_implementation
+from attn_jax.attention.multi_head import with_logical_axes
 from attn_jax.attention.registry import DEFAULT_ATTENTION, check_attention_fn, get_attention
 
 
@@ -133,6 +134,11 @@ class WindowAttention(nn.Module):
         qkv = nn.DenseGeneral(
             (3, heads, c // heads),
             use_bias=self.qkv_bias,
+            # Heads are the tensor-parallel split, as in multi_head.py (flax's default inits).
+            kernel_init=with_logical_axes(
+                nn.initializers.lecun_normal(), ("embed", None, "heads", "head_dim")
+            ),
+            bias_init=with_logical_axes(nn.initializers.zeros_init(), (None, "heads", "head_dim")),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="qkv",
@@ -160,7 +166,14 @@ class WindowAttention(nn.Module):
             out, weights = out
             self.sow("intermediates", "attention", weights)
         out = nn.DenseGeneral(
-            c, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype, name="proj"
+            c,
+            axis=(-2, -1),
+            kernel_init=with_logical_axes(
+                nn.initializers.lecun_normal(), ("heads", "head_dim", "embed")
+            ),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="proj",
         )(out)
         x = window_merge(out, m, h, w)
         if self.shift:

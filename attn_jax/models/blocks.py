@@ -24,6 +24,11 @@ aux["block00"], aux["block01"], ...; `BlockStack` is the same as a submodule of 
 Parameter names are data (`BlockNames`): each family keeps the names of its reference
 checkpoints (official JAX ViT, OpenAI CLIP, DETR, ...), so that converters map tensors one to one
 and trained checkpoints keep loading.
+
+Tensor parallelism: the attention and MLP parameters name their Flax logical axes ("heads",
+"mlp", "embed"; `attention.multi_head.with_logical_axes`), which train/sharding.py's `TP_RULES`
+map to the `model` mesh axis. They are boxed only while logical axis rules are set, when the
+trainer reads the axes; any other `init` returns the same plain arrays as without them.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from attn_jax.attention import MultiHeadAttention
 from attn_jax.attention.dot_product import check_implementation
 from attn_jax.attention.dropout import Dropout
 from attn_jax.attention.dropout import dropout as masked_dropout
+from attn_jax.attention.multi_head import with_logical_axes
 from attn_jax.attention.registry import check_attention_fn
 
 Initializer = Callable[..., jax.Array]
@@ -180,14 +186,21 @@ class Mlp(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         act = activation_fn(self.activation)
         dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
+        # Megatron's split for tensor parallelism: fc1 by columns and fc2 by rows on the hidden
+        # units, so the activation needs no communication and fc2 ends in one sum.
         h = dense(
-            self.hidden, kernel_init=self.kernel_init, bias_init=self.bias_init, name=self.names[0]
+            self.hidden,
+            kernel_init=with_logical_axes(self.kernel_init, ("embed", "mlp")),
+            bias_init=with_logical_axes(self.bias_init, ("mlp",)),
+            name=self.names[0],
         )(x)
         h = Dropout(self.dropout_rate)(act(h), deterministic=not train)
         y = dense(
             x.shape[-1],
-            kernel_init=self.out_kernel_init or self.kernel_init,
-            bias_init=self.out_bias_init or self.bias_init,
+            kernel_init=with_logical_axes(
+                self.out_kernel_init or self.kernel_init, ("mlp", "embed")
+            ),
+            bias_init=with_logical_axes(self.out_bias_init or self.bias_init, ("embed",)),
             name=self.names[1],
         )(h)
         return act(y) if self.activation_on_output else y
@@ -419,6 +432,8 @@ def stack_blocks(
             split_rngs={"params": True, "dropout": True},
             in_axes=(nn.broadcast,) * len(args) + (0,),
             length=depth,
+            # The stacked depth axis has no logical name: never split by tensor parallelism.
+            metadata_params={nn.PARTITION_NAME: None},
         )
         fields = dict(block, drop_path_rate=float(drop_path_rate))
         x, stacked = stack(name=_scan_name(name), **fields)(x, *args, jnp.asarray(rates))

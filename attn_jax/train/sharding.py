@@ -6,9 +6,10 @@ The batch is sharded on the `data` axis. Parameters and optimizer state (`config
 - "fsdp": each large leaf is split over the `data` axis along its largest dimension that the axis
   size divides (ZeRO-3 / FSDP: XLA gathers a weight where it is used and reduce-scatters its
   gradient), so a device holds about 1/data of the train state;
-- "fsdp_tp": as fsdp, after tensor parallelism over the `model` axis along the dimensions that
-  the model names through Flax's logical axes (attention heads and MLP hidden units, the
-  Megatron column/row split).
+- "fsdp_tp": tensor parallelism over the `model` axis along the dimensions that the model names
+  through Flax's logical axes (`TP_RULES`: attention heads and MLP hidden units, the Megatron
+  column/row split), then FSDP over the mesh axes a leaf has left (`data`; `data` x `model` for
+  the leaves tensor parallelism does not split), about 1/(data x model) of the state per device.
 Each process feeds its own slice of the global batch and `jax.make_array_from_process_local_data`
 assembles the global array, so the same code runs on one CPU, N forced host devices or many hosts.
 """
@@ -103,18 +104,30 @@ def leaf_spec(
 ) -> PartitionSpec:
     """The PartitionSpec of one parameter-shaped leaf under `mode`.
 
-    `tp` is the leaf's mesh-axis spec from its logical axes (None entries where not split).
+    `tp` is the leaf's mesh-axis spec from its logical axes (None entries where not split). Under
+    fsdp_tp, the mesh axes that tensor parallelism leaves unused (all of them for a leaf it does
+    not split: embeddings, classifier heads) shard the leaf FSDP-style too, so that every device
+    holds about 1/(data x model) of each large leaf, split or not.
     """
     spec: list = [None] * len(shape)
     if mode == "fsdp_tp" and tp is not None:
         for d, axis in enumerate(tp[: len(shape)]):
             if axis is not None and shape[d] % mesh.shape[axis] == 0:
                 spec[d] = axis
-    data = mesh.shape["data"]
-    if mode in ("fsdp", "fsdp_tp") and data > 1 and int(np.prod(shape)) >= FSDP_MIN_SIZE:
-        d = _fsdp_dim(shape, data, spec)
+    if mode not in ("fsdp", "fsdp_tp") or int(np.prod(shape)) < FSDP_MIN_SIZE:
+        return PartitionSpec(*spec)
+    free = [a for a in ("data", "model") if a not in spec and mesh.shape[a] > 1]
+    if not free:
+        return PartitionSpec(*spec)
+    # All free axes on one dimension when it divides; else each axis on its own dimension.
+    d = _fsdp_dim(shape, int(np.prod([mesh.shape[a] for a in free])), spec)
+    if d is not None:
+        spec[d] = free[0] if len(free) == 1 else tuple(free)
+        return PartitionSpec(*spec)
+    for axis in free:
+        d = _fsdp_dim(shape, mesh.shape[axis], spec)
         if d is not None:
-            spec[d] = "data"
+            spec[d] = axis
     return PartitionSpec(*spec)
 
 
