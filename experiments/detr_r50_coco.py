@@ -2,7 +2,8 @@
 Transformers", sec. 4 and appendix A.4, with the official repository's defaults.
 
   python launch.py info  --config experiments/detr_r50_coco.py
-  python launch.py train --config experiments/detr_r50_coco.py --config.data.data_dir=/data/tfds
+  python launch.py train --config experiments/detr_r50_coco.py --config.data.data_dir=/data/tfds \
+      --config.init_from=resnet50.pth   # torchvision's ImageNet ResNet-50 (or timm's)
 
 The recipe: ResNet-50 with frozen batch norm, its stem and stage 1 frozen, the rest of the
 backbone at lr 1e-5 and the transformer and heads at 1e-4; AdamW with weight decay 1e-4 on every
@@ -19,11 +20,17 @@ unset here and taken from the dataset (80): 41,521,941 parameters, 41,299,541 tr
 `launch.py info ... --config.model.num_classes=91` shows the paper's 41,524,768 (41,302,368
 trainable, the number the official main.py prints); training needs the dataset's count.
 
-Backbone weights: DETR starts from an ImageNet-trained ResNet-50 whose batch-norm statistics and
-affine terms become frozen constants (the 'batch_stats' collection, filled by a checkpoint
-converter through `init_from`). Without them the frozen norms are the identity and the frozen stem
-and stage 1 stay at their random initialization, which is not the paper's experiment; to train
-from scratch instead, use `--config.model.backbone_norm=group` and drop the freezing patterns.
+Backbone weights: DETR starts from torchvision's ImageNet-trained ResNet-50 whose batch-norm
+statistics and affine terms become frozen constants. `--config.init_from=<state dict>` (a
+torchvision or timm resnet50 .pth/.safetensors, converted by attn_jax/pretrained/resnet.py) fills
+the subtree `init_into = "backbone"`: the convolutions as parameters, the four vectors of each
+batch norm as the constants of the 'batch_stats' collection; the log prints one line of what was
+loaded (the classifier `fc` is ignored). The stem and stage 1 stay frozen at those weights and
+the rest of the backbone trains at 1e-5, as the official code does (its Backbone trains only
+layer2-4, at lr_backbone 1e-5). Without init_from the frozen norms are the identity and the frozen
+stem and stage 1 stay at their random initialization, which is not the paper's experiment; to
+train from scratch instead, use `--config.model.backbone_norm=batch` and drop the freezing
+patterns.
 Needs coco/2017 prepared for tfds (README, "Real datasets") and accelerators.
 """
 
@@ -40,11 +47,14 @@ def get_config() -> ml_collections.ConfigDict:
         total_steps=0,
         eval_every=7_393,  # one epoch of 118,287 images at 16 per step
         target_metric="validation/AP",
+        validation_split="validation",  # coco's own; its test split has no annotations
+        test_split=None,
         eval_batch_size=16,
         log_every=100,
     )
     c.num_epochs = 300
     c.data = data_config(name="coco", eval_split="validation", augment=True)
+    c.init_into = "backbone"  # where --config.init_from's ResNet-50 goes
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "detr"
@@ -53,6 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.num_queries = 100
     c.model.dropout_rate = 0.1
     c.model.backbone_norm = "frozen_batch"
+    c.model.backbone_padding = "symmetric"  # torch's, which converted weights need
     c.model.attention_fn = "dot_product"  # a function of attn_jax/attention/registry.py
     c.model.attention_impl = "auto"  # or xla | cudnn | explicit | blockwise
     c.model.dtype = "float32"  # bfloat16: bf16 computation, float32 parameters
@@ -67,7 +78,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.schedule = "step"
     c.optim.lr_drop_fraction = 200 / 300
     c.optim.lr_drop_factor = 0.1
-    # Longest prefix wins: the backbone at a tenth of the lr, its stem and stage 1 frozen.
+    # Longest prefix wins: the backbone at a tenth of the lr (1e-5), its pretrained stem and
+    # stage 1 frozen (the official code trains layer2-4 only).
     c.optim.lr_multipliers = ml_collections.ConfigDict(
         {"backbone": 0.1, "backbone/stem": 0.0, "backbone/stage1": 0.0}
     )

@@ -18,28 +18,40 @@ Attention variants, all options of the same network so that experiments differ i
     addition: x_out = ReLU(SE(F(x)) + shortcut).
   * `non_local_stages`: a non-local block (Wang et al. 2018, "Non-local Neural Networks", eqs. 1-6)
     right before the last residual block of each listed stage, the placement of the paper's
-    single-block ablation (Table 2a: before the last block of res4, i.e. stage 3 here).
+    single-block ablation (Table 2a: before the last block of res4, i.e. stage 3 here); with
+    `non_local_every=k` one after every k-th block instead (Table 2c's 5- and 10-block models:
+    stages (2, 3), k = 2 and 1). Logits are scaled by 1/sqrt(C') by default, as the authors' code.
   * `aa_stages`: every 3x3 convolution of the listed stages' blocks becomes an attention-augmented
     convolution (Bello et al. 2019, "Attention Augmented Convolutional Networks", eq. 5) with
     d_k = kappa F_out and d_v = upsilon F_out (rounded down to multiples of the heads).
 Stages are numbered from 1 (torchvision's layer1..layer4, the paper's conv2_x..conv5_x).
 
-Normalisation: the trainer keeps no mutable `batch_stats`, so the norm layer is a factory chosen by
-`norm`: "group" (Wu & He 2018, "Group Normalization", stateless, the default for training here),
-"frozen_batch" (a batch norm whose statistics AND affine terms are frozen, as DETR's backbone
-uses: y = (x - mean) / sqrt(var + eps) * scale + bias, all four vectors constants of the
-'batch_stats' collection that a checkpoint converter fills; without them, as in the trainer, which
-keeps only 'params', the layer is the identity) or "none". A group norm carries one trainable scale
-and bias per channel, so its parameter counts are those of the batch-norm ResNets: ResNet-50 has
-25,557,032 parameters at 1000 classes (`PUBLISHED_PARAMS`, asserted in the tests). A frozen batch
-norm has no parameters (DETR's reference keeps them as buffers, which parameter counts exclude):
-ResNet-50 with it has 25,557,032 - 53,120 = 25,503,912.
+Normalisation: the norm layer is a factory chosen by `norm`:
+  * "batch" (Ioffe & Szegedy 2015, "Batch Normalization", Algorithm 1; the papers' and the
+    default): flax's BatchNorm with torch's settings (eps 1e-5, running averages updated as
+    r = 0.9 r + 0.1 batch, i.e. torch's momentum 0.1). Training normalises with the statistics of
+    the global batch (under jit with the batch sharded over devices, the reductions span every
+    device) and updates the running averages in the 'batch_stats' collection, which the trainer
+    carries in its state; evaluation (`train=False`) normalises with the running averages. One
+    difference from torch: the running variance averages the biased batch variance (torch's the
+    unbiased one, larger by n / (n - 1)).
+  * "group" (Wu & He 2018, "Group Normalization", stateless; the digits experiments' choice).
+  * "frozen_batch" (a batch norm whose statistics AND affine terms are frozen, as DETR's backbone
+    uses: y = (x - mean) / sqrt(var + eps) * scale + bias, all four vectors constants of the
+    'batch_stats' collection that a converted checkpoint fills (`init_from`); applied without
+    that collection the layer is the identity).
+  * "none".
+Batch and group norms carry one trainable scale and bias per channel, so their parameter counts
+are those of the published ResNets: ResNet-50 has 25,557,032 parameters at 1000 classes
+(`PUBLISHED_PARAMS`, asserted in the tests). A frozen batch norm has no parameters (DETR's
+reference keeps them as buffers, which parameter counts exclude): ResNet-50 with it has
+25,557,032 - 53,120 = 25,503,912.
 
 Padding: the 7x7 stem convolution and the max-pool pad symmetrically as torch does. The 3x3
-convolutions pad "SAME" by default, which equals torch's one pixel per side except for a stride-2
-convolution on an even-sized map: there "SAME" pads only after (0, 1), shifting the sampling grid
-by one pixel. `symmetric_padding=True` pads (1, 1) as torch does, which converted torch weights
-(DETR's timm ResNet-50, attn_jax/pretrained/detr.py) need to give the reference's outputs.
+convolutions pad (1, 1) on each side by default (`padding="symmetric"`), as torchvision, timm and
+the papers' code do, so that converted torch weights (attn_jax/pretrained/resnet.py) give the
+reference's outputs. `padding="same"` is XLA's "SAME", which differs only for a stride-2
+convolution on an even-sized map: it pads (0, 1), shifting the sampling grid by one pixel.
 
 The model returns (logits, aux) with aux["stem"], aux["stage1"]..aux["stageN"] (the feature maps a
 detection or segmentation head reads) and aux["pre_logits"] (the pooled features).
@@ -50,7 +62,6 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -65,7 +76,8 @@ from attn_jax.models.variants import VariantTable, preset_kwargs
 
 BLOCKS = ("basic", "bottleneck")
 STEMS = ("imagenet", "small")
-NORMS = ("group", "frozen_batch", "none")
+NORMS = ("batch", "group", "frozen_batch", "none")
+PADDINGS = ("symmetric", "same")
 BLOCK_ATTENTIONS = (None, "se")
 
 RESNET_VARIANTS = VariantTable(
@@ -160,6 +172,7 @@ class FrozenBatchNorm(nn.Module):
 def make_norm(
     kind: str,
     *,
+    train: bool = False,
     groups: int = 32,
     epsilon: float = 1e-5,
     dtype: Any = None,
@@ -167,9 +180,28 @@ def make_norm(
 ) -> Callable[..., nn.Module]:
     """A norm-layer factory `norm(name=..., scale_init=...)` for the blocks (see the module doc).
 
+    Args:
+      kind: one of `NORMS`.
+      train: batch norm normalises with the batch's statistics and updates its running averages
+        (else it reads them); the other kinds ignore it.
+      groups: groups of the group norm.
+      epsilon: added to the variance.
+      dtype: computation dtype.
+      param_dtype: parameter dtype.
+
     Raises:
       ValueError: unknown kind.
     """
+    if kind == "batch":
+        # flax's momentum is the weight of the old average: 0.9 is torch's momentum=0.1.
+        return functools.partial(
+            nn.BatchNorm,
+            use_running_average=not train,
+            momentum=0.9,
+            epsilon=epsilon,
+            dtype=dtype,
+            param_dtype=param_dtype,
+        )
     if kind == "group":
         return functools.partial(
             GroupNorm, groups=groups, epsilon=epsilon, dtype=dtype, param_dtype=param_dtype
@@ -196,7 +228,8 @@ class ResidualBlock(nn.Module):
       attention: None or "se".
       se_reduction: SE's r.
       aa: None, or AttentionAugmentedConv kwargs beyond features/strides (key/value fractions).
-      symmetric_padding: pad the 3x3 convolutions by one pixel on every side (module docstring).
+      padding: "symmetric" (one pixel on every side, as torch) or "same" for the 3x3
+        convolutions (module docstring).
     """
 
     features: int
@@ -207,7 +240,7 @@ class ResidualBlock(nn.Module):
     attention: str | None = None
     se_reduction: int = 16
     aa: dict[str, Any] | None = None
-    symmetric_padding: bool = False
+    padding: str = "symmetric"
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
@@ -217,7 +250,7 @@ class ResidualBlock(nn.Module):
                 features,
                 (3, 3),
                 strides=strides,
-                padding=((1, 1), (1, 1)) if self.symmetric_padding else "SAME",
+                padding=((1, 1), (1, 1)) if self.padding == "symmetric" else "SAME",
                 use_bias=False,
                 kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
                 dtype=self.dtype,
@@ -292,24 +325,30 @@ class ResNet(nn.Module):
       width: channels of the stem and of the first stage's 3x3 convolutions (64 in the paper).
       stem: "imagenet" (7x7/2 convolution and 3x3/2 max-pool) or "small" (one 3x3/1 convolution,
         no pooling: the CIFAR form for small images).
-      norm: "group", "frozen_batch" (no parameters; constants in 'batch_stats') or "none"
-        (module doc).
+      norm: "batch" (running averages in 'batch_stats'), "group", "frozen_batch" (no
+        parameters; constants in 'batch_stats') or "none" (module doc).
       norm_groups: groups of the group norm (gcd with the channels is taken).
       norm_epsilon: epsilon of the norms.
       zero_init_residual: start each block's last norm scale at zero.
       block_attention: None or "se" (an SE block in every residual block).
       se_reduction: SE's r.
-      non_local_stages: stages (from 1) that get a non-local block before their last block.
+      non_local_stages: stages (from 1) that get non-local blocks (placed by non_local_every).
+      non_local_every: 0: one block before the stage's last block (the paper's single-block
+        ablation); k >= 1: one after every k-th block, as the authors' code (`idx % k == k - 1`):
+        stages (2, 3) (res3, res4) of resnet50 with k = 2 are the paper's 5-block model, k = 1
+        its 10-block model.
       non_local_mode: the non-local pairwise function (`NON_LOCAL_MODES`).
       non_local_subsample: max-pool phi and g by 2 (sec. 3.3 of Wang et al.).
-      non_local_scale_logits: scale the embedded-Gaussian logits by inner_dim^-0.5.
+      non_local_scale_logits: scale the embedded-Gaussian logits by inner_dim^-0.5, as the
+        authors' code does (eq. 3 does not).
       aa_stages: stages (from 1) whose 3x3 convolutions are attention-augmented.
       aa_key_fraction: kappa = d_k / F_out.
       aa_value_fraction: upsilon = d_v / F_out.
       aa_heads: N_h.
       aa_relative: use the 2D relative position logits.
-      symmetric_padding: pad every 3x3 convolution by one pixel on each side, as torch does,
-        instead of "SAME" (module docstring); needed to reproduce converted torch weights.
+      padding: "symmetric" pads every 3x3 convolution by one pixel on each side, as torch does
+        (needed to reproduce converted torch weights); "same" pads as XLA's "SAME" (module
+        docstring).
       dtype: computation dtype (bfloat16: the norms still compute in float32, flax's and ours);
         the logits are float32.
       param_dtype: parameter dtype.
@@ -320,22 +359,23 @@ class ResNet(nn.Module):
     block: str = "bottleneck"
     width: int = 64
     stem: str = "imagenet"
-    norm: str = "group"
+    norm: str = "batch"
     norm_groups: int = 32
     norm_epsilon: float = 1e-5
     zero_init_residual: bool = False
     block_attention: str | None = None
     se_reduction: int = 16
     non_local_stages: tuple[int, ...] = ()
+    non_local_every: int = 0
     non_local_mode: str = "embedded_gaussian"
     non_local_subsample: bool = True
-    non_local_scale_logits: bool = False
+    non_local_scale_logits: bool = True
     aa_stages: tuple[int, ...] = ()
     aa_key_fraction: float = 0.4
     aa_value_fraction: float = 0.2
     aa_heads: int = 8
     aa_relative: bool = True
-    symmetric_padding: bool = False
+    padding: str = "symmetric"
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
@@ -347,6 +387,7 @@ class ResNet(nn.Module):
             ("norm", self.norm, NORMS),
             ("block_attention", self.block_attention, BLOCK_ATTENTIONS),
             ("non_local_mode", self.non_local_mode, NON_LOCAL_MODES),
+            ("padding", self.padding, PADDINGS),
         ):
             if value not in allowed:
                 raise ValueError(f"ResNet {field}={value!r} is not one of {list(allowed)}")
@@ -355,6 +396,8 @@ class ResNet(nn.Module):
                 f"ResNet needs num_classes >= 0 (0 for a backbone without head), got "
                 f"{self.num_classes}"
             )
+        if self.non_local_every < 0:
+            raise ValueError(f"ResNet non_local_every must be >= 0, got {self.non_local_every}")
         n = len(self.stage_sizes)
         for field in ("non_local_stages", "aa_stages"):
             bad = [s for s in getattr(self, field) if not 1 <= s <= n]
@@ -377,19 +420,20 @@ class ResNet(nn.Module):
 
         Args:
           images: float [B, H, W, C].
-          train: unused (no dropout, stateless norms); kept for the trainer's signature.
+          train: batch norm uses the batch's statistics and updates its running averages
+          (the 'batch_stats' collection must then be mutable); else it uses the averages.
 
         Returns:
           (logits [B, num_classes], aux) with the stem and stage feature maps and "pre_logits";
           with num_classes=0 the output is the pooled features [B, C_last].
         """
-        del train
         if images.ndim != 4:
             raise ValueError(
                 f"ResNet expects images [B, H, W, C]; got shape {images.shape} (add a channel axis)"
             )
         norm = make_norm(
             self.norm,
+            train=train,
             groups=self.norm_groups,
             epsilon=self.norm_epsilon,
             dtype=self.dtype,
@@ -431,19 +475,21 @@ class ResNet(nn.Module):
             num_heads=self.aa_heads,
             relative=self.aa_relative,
         )
+        non_local = functools.partial(
+            NonLocalBlock,
+            mode=self.non_local_mode,
+            subsample=self.non_local_subsample,
+            scale_logits=self.non_local_scale_logits,
+            # Without a norm, W_z itself starts at zero: still the identity at init.
+            norm=None if self.norm == "none" else norm,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        every = self.non_local_every
         for s, num_blocks in enumerate(self.stage_sizes, start=1):
             for i in range(num_blocks):
-                if s in self.non_local_stages and i == num_blocks - 1:
-                    x = NonLocalBlock(
-                        mode=self.non_local_mode,
-                        subsample=self.non_local_subsample,
-                        scale_logits=self.non_local_scale_logits,
-                        # Without a norm, W_z itself starts at zero: still the identity at init.
-                        norm=None if self.norm == "none" else norm,
-                        dtype=self.dtype,
-                        param_dtype=self.param_dtype,
-                        name=f"stage{s}_non_local",
-                    )(x)
+                if s in self.non_local_stages and not every and i == num_blocks - 1:
+                    x = non_local(name=f"stage{s}_non_local")(x)
                 x = ResidualBlock(
                     features=self.width * 2 ** (s - 1),
                     block=self.block,
@@ -453,11 +499,13 @@ class ResNet(nn.Module):
                     attention=self.block_attention,
                     se_reduction=self.se_reduction,
                     aa=aa if s in self.aa_stages else None,
-                    symmetric_padding=self.symmetric_padding,
+                    padding=self.padding,
                     dtype=self.dtype,
                     param_dtype=self.param_dtype,
                     name=f"stage{s}_block{i}",
                 )(x)
+                if s in self.non_local_stages and every and i % every == every - 1:
+                    x = non_local(name=f"stage{s}_non_local{i}")(x)
             aux[f"stage{s}"] = x
 
         x = jnp.mean(x, axis=(1, 2))  # global average pooling
@@ -469,25 +517,25 @@ class ResNet(nn.Module):
         )(x)
         return logits.astype(jnp.float32), aux
 
-    def plot_examples(self, params: Any, batch: dict[str, Any], out_dir: str | Path) -> None:
-        """Draws what the attention variants attend to into `out_dir` (called after training).
-
-        Writes `non_local_attention.png` (each non-local block's weights for a few query pixels),
-        `aaconv_attention.png` (the first AA-conv layer's head-averaged weights for the same
-        queries) and `se_excitation.png` (mean SE gate per class and channel in each stage's last
-        block, the paper's Fig. 6); a plain ResNet draws nothing.
+    def figure_data(self, params: Any, batch: dict[str, Any]) -> dict[str, Any]:
+        """What attn_jax.figures draws after training, from the weights the attention variants
+        sow on up to 64 eval images: "non_local_attention" (each non-local block's weights),
+        "aaconv_attention" (the first AA-conv layer's head-averaged weights) and "se_excitation"
+        (the SE gates of each stage's last block, the paper's Fig. 6), each present only when the
+        model has that variant; a plain ResNet has none. Batch norms use the statistics of
+        these images.
         """
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         images = np.asarray(batch["image"])[:64]
         labels = np.asarray(batch["label"])[:64]
         # One compiled forward pass: op by op, the many small attention ops each compile alone.
-        forward = jax.jit(lambda p, x: self.apply({"params": p}, x, mutable=["intermediates"]))
+        # The trainer hands over parameters only, so a batch norm normalises with these images'
+        # statistics (it would otherwise need running averages it is not given).
+        train = self.norm == "batch"
+        forward = jax.jit(
+            lambda p, x: self.apply(
+                {"params": p}, x, train=train, mutable=["intermediates", "batch_stats"]
+            )
+        )
         _, state = forward(params, images)
         inter = state.get("intermediates", {})
         flat: dict[str, np.ndarray] = {}  # "stage2_block0/conv1/attention" -> first sown value
@@ -500,69 +548,27 @@ class ResNet(nn.Module):
                     collect(value, prefix + key + "/")
 
         collect(inter, "")
-        h, w = images.shape[1:3]
-        queries = [(h // 4, w // 4), (h // 2, w // 2), (3 * h // 4, 3 * w // 4)]
-
-        def attention_figure(name: str, maps: list[tuple[str, np.ndarray]], n_images: int = 4):
-            fig, axes = plt.subplots(
-                n_images,
-                1 + len(maps) * len(queries),
-                figsize=(2 + 2 * len(maps) * 3, 2 * n_images),
-                squeeze=False,
-            )
-            for r in range(n_images):
-                axes[r, 0].imshow(images[r, ..., 0], cmap="gray")
-                axes[r, 0].set_title(f"label {labels[r]}", fontsize=8)
-                col = 1
-                for title, weights in maps:  # weights [B, Nq, Nk] on grids gq x gq -> gk x gk
-                    gq = int(round(math.sqrt(weights.shape[1])))
-                    gk = int(round(math.sqrt(weights.shape[2])))
-                    for qy, qx in queries:
-                        iy, ix = qy * gq // h, qx * gq // w
-                        m = weights[r, iy * gq + ix].reshape(gk, gk)
-                        axes[r, col].imshow(m, cmap="viridis")
-                        axes[r, col].scatter([ix * gk / gq], [iy * gk / gq], c="red", s=12)
-                        axes[r, col].set_title(f"{title} q=({iy},{ix})", fontsize=7)
-                        col += 1
-            for ax in axes.flat:
-                ax.axis("off")
-            fig.tight_layout()
-            fig.savefig(out_dir / name, dpi=80)
-            plt.close(fig)
-
+        figures: dict[str, Any] = {}
         non_local = [
             (k.split("/")[0], v)
             for k, v in flat.items()
             if "_non_local" in k and k.endswith("attention")
         ]
         if non_local:
-            attention_figure("non_local_attention.png", non_local)
+            figures["non_local_attention"] = {"images": images, "labels": labels, "maps": non_local}
         aaconv = [
             ("/".join(k.split("/")[:2]), v.mean(axis=1))
             for k, v in flat.items()
             if "_block" in k and k.endswith("attention")
         ]
         if aaconv:
-            attention_figure("aaconv_attention.png", aaconv[:1])
+            figures["aaconv_attention"] = {"images": images, "labels": labels, "maps": aaconv[:1]}
         se = {k.split("/")[0]: v for k, v in flat.items() if k.endswith("excitation")}
-        if se:
-            last_blocks = {
-                f"stage{s}_block{n - 1}" for s, n in enumerate(self.stage_sizes, start=1)
-            }
-            last = [k for k in se if k in last_blocks]
-            fig, axes = plt.subplots(1, len(last), figsize=(4 * len(last), 3), squeeze=False)
-            classes = np.unique(labels)
-            for ax, key in zip(axes[0], last, strict=True):
-                gates = se[key]  # [B, C]
-                for c in classes:
-                    ax.plot(gates[labels == c].mean(0), lw=0.8, label=str(c))
-                ax.set_title(key, fontsize=8)
-                ax.set_xlabel("channel")
-                ax.set_ylabel("mean excitation")
-            axes[0, -1].legend(fontsize=6, ncol=2)
-            fig.tight_layout()
-            fig.savefig(out_dir / "se_excitation.png", dpi=80)
-            plt.close(fig)
+        last_blocks = {f"stage{s}_block{n - 1}" for s, n in enumerate(self.stage_sizes, start=1)}
+        gates = {k: v for k, v in se.items() if k in last_blocks}
+        if gates:
+            figures["se_excitation"] = {"labels": labels, "gates": gates}
+        return figures
 
 
 def resnet_kwargs(variant: str | None, **overrides: Any) -> dict[str, Any]:

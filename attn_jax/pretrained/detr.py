@@ -13,9 +13,10 @@ num_queries, the class count (len(id2label), else num_labels, else Hugging Face'
 class head has K + 1 outputs) and the timm backbone (resnet18/34/50/101). The details where
 implementations differ were checked against the reference: frozen batch norm with eps 1e-5 (its
 affine terms and statistics go to our 'batch_stats'), torch's symmetric padding of the stride-2 3x3
-convolutions (`symmetric_padding`), the 2D sine encoding of the downsampled pixel mask (d/2
-channels per axis, normalize with eps 1e-6, scale 2 pi, temperature 10000, [pos_y | pos_x]), the
-padding cells masked as keys in the encoder and in the cross-attention, and no dilation.
+convolutions (the ResNet's `padding="symmetric"`), the 2D sine encoding of the downsampled pixel
+mask (d/2 channels per axis, normalize with eps 1e-6, scale 2 pi, temperature 10000,
+[pos_y | pos_x]), the padding cells masked as keys in the encoder and in the cross-attention, and
+no dilation. The backbone's names are torchvision's, mapped by attn_jax/pretrained/resnet.py.
 
 Tensor names: checkpoints written by transformers 4.x (the published facebook/detr-resnet-50) and
 by `save_pretrained` of 5.x use `model.backbone.conv_encoder.model.*`, `self_attn.out_proj` and
@@ -159,7 +160,7 @@ def detr_kwargs_from_config(
         pos_temperature=10_000.0,
         backbone=backbone,
         backbone_norm="frozen_batch",
-        backbone_symmetric_padding=True,
+        backbone_padding="symmetric",
     )
 
 
@@ -214,60 +215,16 @@ def _conv(source: TensorSource, name: str, shape_ohwi: tuple[int, int, int, int]
     return None if weight is None else np.transpose(weight, (2, 3, 1, 0))
 
 
-def _frozen_bn(source: TensorSource, name: str, width: int) -> dict[str, np.ndarray]:
-    out = {}
-    for ours, theirs in (
-        ("scale", "weight"),
-        ("bias", "bias"),
-        ("mean", "running_mean"),
-        ("var", "running_var"),
-    ):
-        value = source.take(f"{name}.{theirs}", (width,))
-        if value is not None:
-            out[ours] = value
-    return out
-
-
 def _backbone(source: TensorSource, prefix: str, variant: str) -> tuple[dict, dict]:
-    """timm ResNet (conv1/bn1, layerS.I.{convK,bnK,downsample.0/1}) -> our ResNet trees."""
+    """timm ResNet (conv1/bn1, layerS.I.{convK,bnK,downsample.0/1}) -> our ResNet trees, its
+    batch norms frozen (attn_jax/pretrained/resnet.py does the mapping)."""
     from attn_jax.models.resnet import RESNET_VARIANTS
+    from attn_jax.pretrained.resnet import convert_resnet_backbone
 
     spec = RESNET_VARIANTS[variant]
-    bottleneck = spec["block"] == "bottleneck"
-    params: dict[str, Any] = {
-        "stem_conv": {"kernel": _conv(source, f"{prefix}.conv1", (64, 7, 7, 3))}
-    }
-    stats: dict[str, Any] = {"stem_norm": _frozen_bn(source, f"{prefix}.bn1", 64)}
-    channels = 64
-    for s, num_blocks in enumerate(spec["stage_sizes"], start=1):
-        width = 64 * 2 ** (s - 1)
-        out_channels = 4 * width if bottleneck else width
-        for i in range(num_blocks):
-            theirs = f"{prefix}.layer{s}.{i}"
-            if bottleneck:
-                convs = [(width, 1, channels), (width, 3, width), (out_channels, 1, width)]
-            else:
-                convs = [(width, 3, channels), (width, 3, width)]
-            block_params: dict[str, Any] = {}
-            block_stats: dict[str, Any] = {}
-            for k, (o, size, i_ch) in enumerate(convs, start=1):
-                block_params[f"conv{k}"] = {
-                    "kernel": _conv(source, f"{theirs}.conv{k}", (o, size, size, i_ch))
-                }
-                block_stats[f"norm{k}"] = _frozen_bn(source, f"{theirs}.bn{k}", o)
-            if i == 0 and (channels != out_channels or s > 1):
-                block_params["shortcut_conv"] = {
-                    "kernel": _conv(
-                        source, f"{theirs}.downsample.0", (out_channels, 1, 1, channels)
-                    )
-                }
-                block_stats["shortcut_norm"] = _frozen_bn(
-                    source, f"{theirs}.downsample.1", out_channels
-                )
-            params[f"stage{s}_block{i}"] = block_params
-            stats[f"stage{s}_block{i}"] = block_stats
-            channels = out_channels
-    return params, stats
+    return convert_resnet_backbone(
+        source, prefix, block=spec["block"], stage_sizes=spec["stage_sizes"], frozen=True
+    )
 
 
 def convert_detr_tensors(

@@ -6,9 +6,13 @@ Layout: <workdir>/checkpoints/latest/<step>/{state,data}, <workdir>/checkpoints/
 Orbax writes each step into a temporary directory and renames it when complete, so a crash mid-save
 never leaves a half-written checkpoint as the latest one.
 
-`init_params_from` starts a model from another workdir's parameters (fine-tuning, linear probes)
-without knowing the model that wrote them: it reads the saved tree's shapes from the orbax metadata
-and restores only the leaves it needs (orbax's partial restore), never the optimizer state.
+`init_variables_from` starts a model from another workdir's parameters and BatchNorm statistics
+(fine-tuning, linear probes) without knowing the model that wrote them: it reads the saved tree's
+shapes from the orbax metadata and restores only the leaves it needs (orbax's partial restore),
+never the optimizer state. It also starts one from a downloaded reference checkpoint (a
+torchvision/timm ResNet state dict, a Hugging Face ViT/CLIP directory, a timm Swin directory)
+through the converters of attn_jax/pretrained/, placed into the subtree `into` names (DETR's
+"backbone"); a batch norm's four vectors go to a trainable norm or a frozen one alike.
 
 A checkpoint that cannot be read (a torn write that escaped orbax's rename, a corrupted array file)
 never stops a resume: it is reported in one line, moved aside to checkpoints/unreadable/ (never
@@ -383,31 +387,86 @@ def abstract_like(tree):
     )
 
 
-# -- starting from another workdir (fine-tuning) -------------------------------------------------
+def restore_for_evaluation(
+    workdir: str | Path,
+    config: Any,
+    abstract_state: Any,
+    *,
+    step: int | None = None,
+    best: bool = False,
+    report: Callable[[str], None] = print,
+) -> tuple[int, Any, Any]:
+    """(step, params, model_state) of a training run's checkpoint, as `eval` restores it.
+
+    Args:
+      workdir: the run's directory (checkpoints/ under it), opened read-only and closed again.
+      config: the run's config; its `target_metric` and `target_mode` rank the best checkpoints.
+      abstract_state: the train state's `jax.eval_shape`, with the shardings to restore into.
+      step: a kept step (default: the latest readable one).
+      best: the best checkpoint by the target metric instead.
+      report: where an unreadable newer checkpoint that is skipped is reported.
+
+    Raises:
+      CheckpointError: no such checkpoint, or none that can be read.
+    """
+    ckpt = Checkpointer(
+        workdir,
+        read_only=True,
+        target_metric=config.target_metric,
+        target_mode=config.get("target_mode", "max"),
+    )
+    try:
+        return ckpt.restore_variables(abstract_state, step=step, best=best, report=report)
+    finally:
+        ckpt.close()
+
+
+# -- starting from another workdir or a reference checkpoint (fine-tuning) ------------------------
 @dataclasses.dataclass(frozen=True)
 class InitReport:
-    """What `init_params_from` did, counted in scalars (and arrays)."""
+    """What `init_variables_from` did, counted in scalars (and arrays).
+
+    `loaded` counts parameters, `statistics` the other collections' leaves (BatchNorm's running
+    averages, a frozen norm's constants).
+    """
 
     source: str
-    step: int
+    step: int | None
     loaded: int
     loaded_arrays: int
     fresh: int
     fresh_arrays: int
     ignored: int
     ignored_arrays: int
+    statistics: int = 0
+    statistics_arrays: int = 0
+    into: str = ""
+    summed_colours: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line for the log."""
+        at = f" step {self.step}" if self.step is not None else ""
+        into = f" into {self.into}" if self.into else ""
+        stats = (
+            f" and {self.statistics:,} statistics ({self.statistics_arrays} arrays)"
+            if self.statistics_arrays
+            else ""
+        )
+        summed = (
+            f", summed the RGB kernels of {', '.join(self.summed_colours)} for 1-channel images"
+            if self.summed_colours
+            else ""
+        )
         return (
-            f"init_from {self.source} step {self.step}: loaded {self.loaded:,} parameters "
-            f"({self.loaded_arrays} arrays), kept {self.fresh:,} fresh ({self.fresh_arrays}), "
-            f"ignored {self.ignored:,} of the source ({self.ignored_arrays})"
+            f"init_from {self.source}{at}{into}: loaded {self.loaded:,} parameters "
+            f"({self.loaded_arrays} arrays){stats}, kept {self.fresh:,} fresh "
+            f"({self.fresh_arrays}), ignored {self.ignored:,} of the source "
+            f"({self.ignored_arrays}){summed}"
         )
 
 
 def parse_init_from(spec: str) -> tuple[Path, int | None]:
-    """'<workdir>[:<step>]' -> (workdir, step or None)."""
+    """'<workdir>[:<step>]' -> (workdir, step or None); a reference checkpoint has no step."""
     head, sep, tail = spec.rpartition(":")
     if sep and tail.isdigit():
         return Path(head), int(tail)
@@ -438,101 +497,316 @@ def init_params_from(
     *,
     prefix: str = "",
     fresh: Sequence[str] = (),
+    into: str = "",
 ) -> tuple[Any, InitReport]:
-    """`params` with every leaf not named in `fresh` replaced by another workdir's saved value.
+    """`init_variables_from` for a model with parameters only: (params, report)."""
+    params, _, report = init_variables_from(spec, params, {}, prefix=prefix, fresh=fresh, into=into)
+    return params, report
 
-    Args:
-      spec: "<workdir>" (its best checkpoint if it has one, else its latest) or
-        "<workdir>:<step>" (that step, from either manager).
-      params: this model's freshly initialized parameters (arrays, placed as training wants
-        them); restored leaves take each one's dtype and sharding.
-      prefix: the subtree of the source's parameters that holds this model's ("encoder" for the
-        MIM pretraining runs); "" for the whole tree.
-      fresh: path prefixes of `params` ("head", "Transformer/encoder_norm") that keep their
-        fresh values.
 
-    Returns:
-      (params, report). Source leaves that no target leaf uses (a MIM decoder, its mask token)
-      are counted in the report as ignored.
+def is_reference_checkpoint(path: str | Path) -> bool:
+    """Whether `config.init_from` names a reference checkpoint (a state-dict file, or a directory
+    with weights and no checkpoints/) rather than a workdir."""
+    from attn_jax.pretrained.checkpoint_files import SHARD_INDEX_FILES, WEIGHT_FILES
+
+    path = Path(path)
+    if path.is_file():
+        return True
+    if not path.is_dir() or (path / "checkpoints").is_dir():
+        return False
+    return any((path / name).is_file() for name in WEIGHT_FILES + SHARD_INDEX_FILES)
+
+
+def reference_variables(path: str | Path) -> dict[str, Any]:
+    """The variables ({"params", "batch_stats"...}, numpy) of a downloaded reference checkpoint,
+    through the converters of attn_jax/pretrained/.
+
+    Recognised: a torchvision or timm ResNet state dict (.safetensors, .pth, .bin; told by its
+    names) or a timm directory of one; a Hugging Face ViT, CLIP or DETR directory; a timm Swin
+    directory or state dict.
 
     Raises:
-      CheckpointError: no such workdir or step, unreadable metadata, a pattern of `fresh` or the
-        prefix that matches nothing, or target leaves missing from the source or of another
-        shape there (all listed in one line, with the fix).
+      PretrainedError: an unreadable checkpoint or a model family without a converter.
     """
-    workdir, step = parse_init_from(spec)
-    fresh = tuple(str(f) for f in fresh)
-    prefix = str(prefix).strip("/")
-    if not (workdir / "checkpoints").is_dir():
-        raise CheckpointError(
-            f"config.init_from {spec!r}: {workdir} holds no checkpoints/ directory; point it at "
-            "the workdir of a finished training run, optionally with :<step>"
-        )
-    source = Checkpointer(workdir, read_only=True, **_ranking_of(workdir))
-    try:
-        manager, item, step = _pick_source_step(source, step, spec)
-        where = f"{manager.directory}/{step}"
-        try:
-            tree = _as_tree(manager.item_metadata(step)[item])
-        except Exception as e:  # noqa: BLE001 - any unreadable metadata is a corrupt checkpoint
+    from attn_jax import pretrained
+    from attn_jax.pretrained import resnet
+    from attn_jax.pretrained.checkpoint_files import read_config, read_state_dict
+
+    path = Path(path)
+    tensors = None
+    if path.is_file():
+        tensors = read_state_dict(path)
+    elif str(read_config(path).get("architecture", "")).startswith("resnet"):
+        tensors = read_state_dict(path)
+    if tensors is not None and resnet.is_resnet_state_dict(tensors):
+        return resnet.convert_resnet_tensors(tensors, str(path))[1]
+    variables = pretrained.load(path).variables
+    return jax.tree_util.tree_map(np.asarray, dict(variables))
+
+
+class _WorkdirSource:
+    """Another run's checkpoint: shapes from orbax's metadata, leaves by partial restore.
+
+    Keys are (collection, path): parameters, and the model's other collections where the
+    checkpoint holds them (the latest manager's state does; the best manager's `model_state`
+    item, where it was written).
+    """
+
+    def __init__(self, workdir: Path, step: int | None, spec: str):
+        if not (workdir / "checkpoints").is_dir():
+            problem = "holds no checkpoints/ directory" + (
+                "" if workdir.exists() else " (no such path)"
+            )
             raise CheckpointError(
-                f"checkpoint {where} cannot be read ({_first_line(e)}); pick another step with "
-                "config.init_from=<workdir>:<step>"
-            ) from None
-        saved = _shapes(_get(tree, "params") if item == "state" else tree)
-        target = jax.tree_util.tree_flatten_with_path(params)
-        names = [_path_str(p) for p, _ in target[0]]
-        for pattern in fresh:
-            if not any(_matches(n, pattern) for n in names):
+                f"config.init_from {spec!r}: {workdir} {problem}; point it "
+                "at the workdir of a finished training run, optionally with :<step>, or at a "
+                "reference checkpoint (a ResNet state dict, a Hugging Face or timm directory)"
+            )
+        self.name = str(workdir)
+        self.checkpointer = Checkpointer(workdir, read_only=True, **_ranking_of(workdir))
+        try:
+            self.manager, self.item, self.step = _pick_source_step(self.checkpointer, step, spec)
+            self.where = f"{self.manager.directory}/{self.step}"
+            try:
+                meta = self.manager.item_metadata(self.step)
+                tree = _as_tree(meta[self.item])
+                if self.item == "state":
+                    params, others = _get(tree, "params"), _get_or(tree, "model_state")
+                else:
+                    params, others = tree, _item_or_none(meta, "model_state")
+            except Exception as e:  # noqa: BLE001 - any unreadable metadata is a corrupt checkpoint
                 raise CheckpointError(
-                    f"config.init_from_fresh pattern {pattern!r} matches no parameter of the "
-                    f"model; patterns are path prefixes such as {names[-1]!r}"
-                )
-        under = f"{prefix}/" if prefix else ""
-        if prefix and not any(k.startswith(under) for k in saved):
-            tops = sorted({k.split("/")[0] for k in saved})
+                    f"checkpoint {self.where} cannot be read ({_first_line(e)}); pick another "
+                    "step with config.init_from=<workdir>:<step>"
+                ) from None
+        except BaseException:
+            self.checkpointer.close()
+            raise
+        self.shapes = {("params", k): v for k, v in _shapes(params).items()}
+        for collection, subtree in (_as_tree(others) or {}).items():
+            self.shapes.update({(collection, k): v for k, v in _shapes(subtree).items()})
+
+    @staticmethod
+    def key(collection: str, name: str) -> tuple[str, str]:
+        return collection, name
+
+    @staticmethod
+    def grey(key, shape: tuple) -> bool:
+        del key, shape
+        return False
+
+    def read(self, wanted: dict) -> dict:
+        out = {}
+        by_item: dict[str, dict] = {}
+        for (collection, name), leaf in wanted.items():
+            if self.item == "state":
+                item, root = "state", ["params"] if collection == "params" else ["model_state"]
+            else:
+                item, root = ("params", []) if collection == "params" else ("model_state", [])
+            parts = root + ([] if collection == "params" else [collection])
+            by_item.setdefault(item, {})[(collection, name)] = (parts, leaf)
+        for item, leaves in by_item.items():
+            out.update(_restore_subset(self.manager, self.step, item, leaves, self.where))
+        return out
+
+    def close(self) -> None:
+        self.checkpointer.close()
+
+
+class _ReferenceSource:
+    """A converted reference checkpoint; keys are paths only, so that a batch norm's four
+    vectors reach a trainable norm (scale and bias as parameters) or a frozen one (all four
+    constants) alike."""
+
+    def __init__(self, path: Path):
+        self.name = str(path)
+        self.where = str(path)
+        self.step = None
+        variables = reference_variables(path)
+        self.arrays: dict[str, np.ndarray] = {}
+        for subtree in variables.values():
+            for p, x in jax.tree_util.tree_flatten_with_path(subtree)[0]:
+                self.arrays[_path_str(p)] = np.asarray(x)
+        self.shapes = {k: tuple(v.shape) for k, v in self.arrays.items()}
+
+    @staticmethod
+    def key(collection: str, name: str) -> str:
+        del collection
+        return name
+
+    def grey(self, key: str, shape: tuple) -> bool:
+        """Whether an RGB convolution kernel [kh, kw, 3, O] here meets one for 1-channel images
+        [kh, kw, 1, O]: summed over the colours, it gives on a grey image x what the RGB kernel
+        gives on (x, x, x), as timm adapts its pretrained stems to in_chans=1."""
+        there = self.shapes[key]
+        return (
+            len(there) == len(shape) == 4
+            and (there[2], shape[2]) == (3, 1)
+            and (there[:2], there[3]) == (shape[:2], shape[3])
+        )
+
+    def read(self, wanted: dict) -> dict:
+        out = {}
+        for k, leaf in wanted.items():
+            x = self.arrays[k]
+            if x.shape != tuple(leaf.shape) and self.grey(k, tuple(leaf.shape)):
+                x = x.sum(axis=2, keepdims=True)
+            out[k] = jax.device_put(x.astype(leaf.dtype), getattr(leaf, "sharding", None))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def init_variables_from(
+    spec: str,
+    params,
+    model_state=None,
+    *,
+    prefix: str = "",
+    fresh: Sequence[str] = (),
+    into: str = "",
+) -> tuple[Any, Any, InitReport]:
+    """`params` and `model_state` with every leaf under `into` not named in `fresh` replaced by
+    the source's value.
+
+    Args:
+      spec: "<workdir>" (its best checkpoint if it has one, else its latest), "<workdir>:<step>"
+        (that step, from either manager), or a reference checkpoint (`reference_variables`: a
+        torchvision/timm ResNet state dict, a Hugging Face ViT/CLIP/DETR or timm Swin directory).
+      params: this model's freshly initialized parameters (arrays, placed as training wants
+        them); restored leaves take each one's dtype and sharding.
+      model_state: the model's other collections ({"batch_stats": ...}; None or {}: none). Their
+        leaves are loaded like the parameters: a batch norm's running averages, a frozen norm's
+        constants.
+      prefix: the subtree of the source that holds this model ("encoder" for the MIM
+        pretraining runs); "" for the whole tree.
+      fresh: path prefixes of this model ("head", "Transformer/encoder_norm") that keep their
+        fresh values, in every collection.
+      into: the subtree of this model that the source fills ("backbone" for DETR's ResNet);
+        everything outside it keeps its fresh values; "" for the whole model.
+
+    Returns:
+      (params, model_state, report). Source leaves that no target leaf uses (a MIM decoder, a
+      classifier the backbone lacks) are counted in the report as ignored.
+
+    Raises:
+      CheckpointError: no such workdir or step, unreadable metadata, a pattern of `fresh`, the
+        prefix or `into` that matches nothing, or target leaves missing from the source or of
+        another shape there (all listed in one line, with the fix).
+      PretrainedError: a reference checkpoint that cannot be read or converted.
+    """
+    path, step = parse_init_from(spec)
+    model_state = dict(model_state or {})
+    fresh = tuple(str(f) for f in fresh)
+    prefix, into = str(prefix).strip("/"), str(into).strip("/")
+    under, inside = (f"{prefix}/" if prefix else ""), (f"{into}/" if into else "")
+    variables = {"params": params, **model_state}
+    flat = {c: jax.tree_util.tree_flatten_with_path(tree) for c, tree in variables.items() if tree}
+    names = {c: [_path_str(p) for p, _ in leaves] for c, (leaves, _) in flat.items()}
+    everything = [n for ns in names.values() for n in ns]
+    for pattern in fresh:
+        if not any(_matches(n, pattern) for n in everything):
+            raise CheckpointError(
+                f"config.init_from_fresh pattern {pattern!r} matches no parameter of the "
+                f"model; patterns are path prefixes such as {names['params'][-1]!r}"
+            )
+    if into and not any(n.startswith(inside) for n in everything):
+        tops = sorted({n.split("/")[0] for n in everything})
+        raise CheckpointError(
+            f"config.init_into {into!r} is not a subtree of the model; its top-level names are "
+            f"{_listing(tops, 8)}"
+        )
+    if step is None and is_reference_checkpoint(path):
+        source: _WorkdirSource | _ReferenceSource = _ReferenceSource(path)
+    else:
+        source = _WorkdirSource(path, step, spec)
+    try:
+        source_names = [k if isinstance(k, str) else k[1] for k in source.shapes]
+        if prefix and not any(k.startswith(under) for k in source_names):
+            tops = sorted({k.split("/")[0] for k in source_names})
             raise CheckpointError(
                 f"config.init_from_prefix {prefix!r} is not a subtree of the parameters in "
-                f"{where}; its top-level names are {_listing(tops, 8)}"
+                f"{source.where}; its top-level names are {_listing(tops, 8)}"
             )
-        wanted, missing, misshaped = {}, [], []
-        for name, (_, leaf) in zip(names, target[0], strict=True):
-            if any(_matches(name, pattern) for pattern in fresh):
-                continue
-            key = under + name
-            if key not in saved:
-                missing.append(name)
-            elif saved[key] != tuple(leaf.shape):
-                misshaped.append(f"{name} {saved[key]} there vs {tuple(leaf.shape)} here")
-            else:
-                wanted[name] = leaf
+        wanted, missing, misshaped, summed = {}, [], [], []
+        for c, (leaves, _) in flat.items():
+            for name, (_, leaf) in zip(names[c], leaves, strict=True):
+                if not name.startswith(inside) or any(_matches(name, p) for p in fresh):
+                    continue
+                key = source.key(c, under + name[len(inside) :])
+                shown = name if c == "params" else f"{c}/{name}"
+                if key not in source.shapes:
+                    missing.append(shown)
+                elif source.shapes[key] != tuple(leaf.shape) and not source.grey(
+                    key, tuple(leaf.shape)
+                ):
+                    misshaped.append(
+                        f"{shown} {source.shapes[key]} there vs {tuple(leaf.shape)} here"
+                    )
+                else:
+                    wanted[key] = (c, name, leaf)
+                    if source.shapes[key] != tuple(leaf.shape):
+                        summed.append(shown)
         if missing or misshaped:
             problems = [f"missing {n}" for n in missing] + misshaped
             raise CheckpointError(
-                f"config.init_from {where} does not fit the model under prefix {prefix!r}: "
-                f"{_listing(problems)}; set config.init_from_prefix to the subtree that holds "
-                "this model, list the leaves to train from scratch in config.init_from_fresh "
-                "(e.g. ('head',)), or use the config the source was trained with"
+                f"config.init_from {source.where} does not fit the model under prefix "
+                f"{prefix!r}{f' (into {into!r})' if into else ''}: {_listing(problems)}; set "
+                "config.init_from_prefix to the subtree that holds this model (config.init_into "
+                "to the part of this model it fills), list the leaves to train from scratch in "
+                "config.init_from_fresh (e.g. ('head',)), or use the config the source was "
+                "trained with"
             )
-        restored = _restore_subset(manager, step, item, prefix, wanted, where)
+        restored = source.read({k: leaf for k, (_, _, leaf) in wanted.items()})
     finally:
         source.close()
 
-    leaves = [restored.get(name, leaf) for name, (_, leaf) in zip(names, target[0], strict=True)]
-    used = {under + n for n in wanted}
-    ignored = [k for k in saved if k not in used]
-    kept = [(n, leaf) for n, (_, leaf) in zip(names, target[0], strict=True) if n not in wanted]
+    by_target = {(c, n): restored[k] for k, (c, n, _) in wanted.items()}
+    out, kept = {}, []
+    for c, (leaves, treedef) in flat.items():
+        new = []
+        for name, (_, leaf) in zip(names[c], leaves, strict=True):
+            if (c, name) in by_target:
+                new.append(by_target[(c, name)])
+            else:
+                new.append(leaf)
+                kept.append(leaf)
+        out[c] = jax.tree_util.tree_unflatten(treedef, new)
+    ignored = [k for k in source.shapes if k not in wanted]
+    sizes = {k: _size(wanted[k][2].shape) for k in wanted}
     report = InitReport(
-        source=str(workdir),
-        step=step,
-        loaded=sum(_size(saved[under + n]) for n in wanted),
-        loaded_arrays=len(wanted),
-        fresh=sum(int(np.size(leaf)) for _, leaf in kept),
+        source=source.name,
+        step=source.step,
+        loaded=sum(s for k, s in sizes.items() if wanted[k][0] == "params"),
+        loaded_arrays=sum(1 for k in wanted if wanted[k][0] == "params"),
+        fresh=sum(int(np.size(leaf)) for leaf in kept),
         fresh_arrays=len(kept),
-        ignored=sum(_size(saved[k]) for k in ignored),
+        ignored=sum(_size(source.shapes[k]) for k in ignored),
         ignored_arrays=len(ignored),
+        statistics=sum(s for k, s in sizes.items() if wanted[k][0] != "params"),
+        statistics_arrays=sum(1 for k in wanted if wanted[k][0] != "params"),
+        into=into,
+        summed_colours=tuple(summed),
     )
-    return jax.tree_util.tree_unflatten(target[1], leaves), report
+    new_params = out.get("params", params)
+    new_state = {c: out.get(c, tree) for c, tree in model_state.items()}
+    return new_params, new_state, report
+
+
+def _get_or(tree, name):
+    try:
+        return _get(tree, name)
+    except (KeyError, AttributeError):
+        return None
+
+
+def _item_or_none(meta, item: str):
+    """An item's metadata from a composite, or None where the checkpoint lacks the item."""
+    try:
+        return meta[item]
+    except (KeyError, AttributeError, TypeError):
+        return None
 
 
 def _ranking_of(workdir: Path) -> dict[str, str]:
@@ -570,19 +844,19 @@ def _pick_source_step(source: Checkpointer, step: int | None, spec: str):
     )
 
 
-def _restore_subset(manager, step: int, item: str, prefix: str, wanted: dict, where: str):
-    """{target name: array} for the `wanted` leaves only, read with orbax's partial restore."""
-    if not wanted:
+def _restore_subset(manager, step: int, item: str, leaves: dict, where: str) -> dict:
+    """{key: array} for the wanted leaves only, read with orbax's partial restore; `leaves` maps
+    each key to (the path of its collection inside the item, the target leaf)."""
+    if not leaves:
         return {}
     tree: dict = {}
-    for name, leaf in wanted.items():
+    for (_, name), (parts, leaf) in leaves.items():
         node = tree
-        *parents, last = (prefix.split("/") if prefix else []) + name.split("/")
+        *parents, last = parts + name.split("/")
         for part in parents:
             node = node.setdefault(part, {})
         sharding = getattr(leaf, "sharding", None)
         node[last] = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
-    item_tree = {"params": tree} if item == "state" else tree
     try:
         # The saved tree holds more than we ask for (optimizer state, a decoder): only a
         # PyTree handler with partial_restore reads a subset; the Standard handler insists on
@@ -591,8 +865,8 @@ def _restore_subset(manager, step: int, item: str, prefix: str, wanted: dict, wh
             out = reader.restore(
                 manager.directory / str(step) / item,
                 args=ocp.args.PyTreeRestore(
-                    item=item_tree,
-                    restore_args=ocp.checkpoint_utils.construct_restore_args(item_tree),
+                    item=tree,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(tree),
                     partial_restore=True,
                 ),
             )
@@ -601,9 +875,10 @@ def _restore_subset(manager, step: int, item: str, prefix: str, wanted: dict, wh
             f"checkpoint {where} cannot be restored ({_first_line(e)}); pick another step with "
             "config.init_from=<workdir>:<step>"
         ) from None
-    if item == "state":
-        out = out["params"]
-    for part in prefix.split("/") if prefix else []:
-        out = out[part]
-    flat = jax.tree_util.tree_flatten_with_path(out)[0]
-    return {_path_str(p): x for p, x in flat}
+    result = {}
+    for key, (parts, _) in leaves.items():
+        node = out
+        for part in parts + key[1].split("/"):
+            node = node[part]
+        result[key] = node
+    return result

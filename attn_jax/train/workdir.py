@@ -54,6 +54,7 @@ BENIGN_KEYS = (
     # Only read by a fresh start, which a resume is not.
     "init_from",
     "init_from_prefix",
+    "init_into",
     "init_from_fresh",
 )
 

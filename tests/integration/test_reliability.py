@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from xla_env import xla_flags
 
 from attn_jax.errors import EXIT_DIVERGED, EXIT_PREEMPTED
 
@@ -37,18 +38,36 @@ RUN = [
     "--config.plots=false",
 ]
 TOTAL = 160
+# A tiny ResNet with batch norm: its running statistics are part of what must resume bitwise.
+BN_RUN = [
+    "--config",
+    str(ROOT / "experiments" / "resnet_digits.py"),
+    "--config.num_epochs=0",
+    "--config.total_steps=40",
+    "--config.batch_size=32",
+    "--config.data.augment=false",
+    "--config.model.stage_sizes=(1, 1)",
+    "--config.model.width=8",
+    "--config.model.norm=batch",
+    "--config.log_every=5",
+    "--config.eval_every=20",
+    "--config.checkpoint_every=5",
+    "--config.keep_checkpoints=2",
+    "--config.plots=false",
+]
+BN_TOTAL = 40
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     e = dict(os.environ, TFDS_DATA_DIR=str(tmp_path_factory.mktemp("tfds")), PYTHONUNBUFFERED="1")
-    e["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    e["XLA_FLAGS"] = xla_flags(1)
     return e
 
 
-def start(workdir: Path, env, *extra: str) -> subprocess.Popen:
+def start(workdir: Path, env, *extra: str, run: list[str] = RUN) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, LAUNCH, "train", "--workdir", str(workdir), *RUN, *extra],
+        [sys.executable, LAUNCH, "train", "--workdir", str(workdir), *run, *extra],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -70,9 +89,11 @@ def strict_json_lines(text: str) -> list[dict]:
     return [json.loads(line, parse_constant=refuse) for line in lines]
 
 
-def final_params(workdir: Path) -> dict[str, np.ndarray]:
-    path = (workdir / "checkpoints" / "latest" / str(TOTAL) / "state").absolute()
-    tree = ocp.StandardCheckpointer().restore(path)["params"]
+def final_params(workdir: Path, total: int = TOTAL) -> dict[str, np.ndarray]:
+    """The last checkpoint's parameters and the model's other collections (batch_stats)."""
+    path = (workdir / "checkpoints" / "latest" / str(total) / "state").absolute()
+    state = ocp.StandardCheckpointer().restore(path)
+    tree = {"params": state["params"], "model_state": state.get("model_state") or {}}
     flat = {}
 
     def walk(node, prefix):
@@ -86,8 +107,8 @@ def final_params(workdir: Path) -> dict[str, np.ndarray]:
     return flat
 
 
-def assert_same_params(a: Path, b: Path) -> None:
-    pa, pb = final_params(a), final_params(b)
+def assert_same_params(a: Path, b: Path, total: int = TOTAL) -> None:
+    pa, pb = final_params(a, total), final_params(b, total)
     assert pa.keys() == pb.keys()
     for name in pa:
         np.testing.assert_array_equal(pa[name], pb[name], err_msg=name)
@@ -143,7 +164,16 @@ def test_sigterm_checkpoints_that_step_exits_75_and_resumes_bitwise(straight, en
     assert train_steps(workdir) == list(range(5, TOTAL + 1, 5))  # each logged step once
 
 
-def _soak(straight: Path, env, workdir: Path, kills: int, seed: int) -> None:
+def _soak(
+    straight: Path,
+    env,
+    workdir: Path,
+    kills: int,
+    seed: int,
+    run: list[str] = RUN,
+    total: int = TOTAL,
+    eval_every: int = 40,
+) -> None:
     """Kills a run `kills` times with SIGKILL - at a random time, while a checkpoint is being
     written, or while an evaluation runs - restarting it after each kill, then lets it finish."""
     rng = random.Random(seed)
@@ -152,7 +182,7 @@ def _soak(straight: Path, env, workdir: Path, kills: int, seed: int) -> None:
     while True:
         launches += 1
         assert launches <= 3 * kills + 5, "the run never finished"
-        proc = start(workdir, env)
+        proc = start(workdir, env, run=run)
         if killed == kills:
             code, _, err = finish(proc)
             assert code == 0, err[-3000:]
@@ -168,7 +198,7 @@ def _soak(straight: Path, env, workdir: Path, kills: int, seed: int) -> None:
                     break  # orbax is writing a step
             if moment == "evaluation":
                 steps = train_steps(workdir)
-                if steps and steps[-1] % 40 == 0 and time.time() - began > 2:
+                if steps and steps[-1] % eval_every == 0 and time.time() - began > 2:
                     break  # the step before an evaluation is logged; the eval is running
             time.sleep(0.002)
         if proc.poll() is None:
@@ -177,7 +207,7 @@ def _soak(straight: Path, env, workdir: Path, kills: int, seed: int) -> None:
             killed += 1
         else:
             proc.communicate()
-    assert_same_params(straight, workdir)
+    assert_same_params(straight, workdir, total)
     assert not (workdir / "checkpoints" / "unreadable").exists()
     for step_dir in latest.iterdir():  # every kept checkpoint reads
         assert step_dir.name.isdigit(), step_dir
@@ -191,6 +221,20 @@ def test_five_sigkills_at_random_moments_resume_bitwise(straight, env, tmp_path)
 @pytest.mark.slow
 def test_twenty_sigkills_at_random_moments_resume_bitwise(straight, env, tmp_path):
     _soak(straight, env, tmp_path / "run", kills=20, seed=20)
+
+
+# Slow: the fast suite resumes the SIGKILLed ViT above bitwise, and checkpoints and restores
+# batch_stats in process (tests/train/test_batch_stats.py, tests/models/test_resnet.py).
+@pytest.mark.slow
+def test_sigkills_resume_bitwise_with_batch_norm_statistics(env, tmp_path):
+    straight = tmp_path / "straight"
+    code, _, err = finish(start(straight, env, run=BN_RUN))
+    assert code == 0, err[-3000:]
+    stats = {k: v for k, v in final_params(straight, BN_TOTAL).items() if "batch_stats" in k}
+    assert stats and any(np.abs(v).max() > 0 for k, v in stats.items() if k.endswith("mean"))
+    _soak(
+        straight, env, tmp_path / "run", kills=1, seed=2, run=BN_RUN, total=BN_TOTAL, eval_every=20
+    )
 
 
 def test_divergence_stops_with_one_line_or_is_skipped(env, tmp_path):

@@ -1,6 +1,7 @@
 """ResNet (He et al. 2016) and its attention variants (published parameter counts in
 test_param_counts.py): stage outputs, the placement of SE and non-local blocks, AA-conv stages,
-pluggable norms, config errors."""
+pluggable norms (batch norm in training and evaluation, on one and four devices; frozen batch
+norm), torch's padding, config errors."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from attn_jax.models.resnet import (
     GroupNorm,
     ResidualBlock,
     ResNet,
+    make_norm,
 )
 
 
@@ -74,6 +76,7 @@ def test_small_stem_keeps_the_resolution(size, maps):
 
 
 def _tiny(**kwargs):
+    kwargs.setdefault("norm", "group")
     return ResNet(
         num_classes=10,
         stage_sizes=(1, 1),
@@ -161,7 +164,8 @@ def test_group_norm_normalises_each_group():
         (dict(non_local_stages=(4,)), "non_local_stages"),
         (dict(aa_stages=(0,)), "aa_stages"),
         (dict(block_attention="cbam"), "block_attention"),
-        (dict(norm="batch"), "norm='batch'"),
+        (dict(norm="layer"), "norm='layer'"),
+        (dict(padding="valid"), "padding='valid'"),
         (dict(variant="resnet51"), "unknown ResNet variant"),
         (dict(num_classes=None), "num_classes"),
     ],
@@ -185,3 +189,129 @@ def test_block_attention_none_is_accepted_from_configs():
         dict(name="resnet", variant="se_resnet50", num_classes=10, block_attention="none")
     )
     assert model.block_attention is None
+
+
+# -- batch norm and padding ----------------------------------------------------------------------
+def test_batch_norm_trains_on_the_batch_and_evaluates_on_running_averages():
+    x = 3.0 + 2.0 * jax.random.normal(jax.random.key(0), (16, 4, 4, 3))
+    train, evaluate = make_norm("batch", train=True)(), make_norm("batch", train=False)()
+    variables = train.init(jax.random.key(1), x)
+    assert set(variables["params"]) == {"scale", "bias"}
+    y, updates = train.apply(variables, x, mutable=["batch_stats"])
+    np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(y.var(axis=(0, 1, 2)), 1.0, atol=1e-3)
+    # torch's momentum 0.1: r = 0.9 r + 0.1 batch, from mean 0 and var 1.
+    stats = updates["batch_stats"]
+    np.testing.assert_allclose(stats["mean"], 0.1 * x.mean(axis=(0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * x.var(axis=(0, 1, 2)), rtol=1e-5)
+    out = evaluate.apply({"params": variables["params"], **updates}, x)
+    want = (x - stats["mean"]) / np.sqrt(stats["var"] + 1e-5)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_batch_norm_resnet_depends_on_the_batch_only_in_training():
+    model = _tiny(norm="batch")
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
+    others = x.at[1:].add(5.0)  # example 0 unchanged, the rest of its batch moved
+    variables = model.init(jax.random.key(1), x)
+    assert "batch_stats" in variables
+
+    def first(images, train):
+        (logits, _), _ = model.apply(variables, images, train=train, mutable=["batch_stats"])
+        return np.asarray(logits[0])
+
+    np.testing.assert_array_equal(first(x, False), first(others, False))
+    assert np.abs(first(x, True) - first(others, True)).max() > 1e-3
+
+
+def test_frozen_batch_norm_keeps_its_constants_through_a_training_apply():
+    model = _tiny(norm="frozen_batch")
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
+    variables = model.init(jax.random.key(1), x)
+    stats = jax.tree.map(lambda v: v + 0.5, variables["batch_stats"])
+    _, updates = model.apply(
+        {"params": variables["params"], "batch_stats": stats}, x, train=True, mutable=True
+    )
+    for got, want in zip(
+        jax.tree.leaves(updates["batch_stats"]), jax.tree.leaves(stats), strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("size", [8, 7])
+def test_symmetric_padding_is_torchs_and_same_shifts_even_maps(size):
+    torch = pytest.importorskip("torch")
+    block = functools.partial(ResidualBlock, 4, strides=2, norm=make_norm("none"))
+    x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+    params = block().init(jax.random.key(1), x)["params"]
+
+    def conv1(padding):
+        _, inter = block(padding=padding).apply(
+            {"params": params}, x, capture_intermediates=True, mutable=["intermediates"]
+        )
+        return np.asarray(inter["intermediates"]["conv1"]["__call__"][0])
+
+    kernel = np.asarray(params["conv1"]["kernel"]).transpose(3, 2, 0, 1)  # [O, I, kh, kw]
+    want = torch.nn.functional.conv2d(
+        torch.from_numpy(np.array(x).transpose(0, 3, 1, 2)),
+        torch.from_numpy(np.array(kernel)),
+        stride=2,
+        padding=1,
+    )
+    want = want.numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(conv1("symmetric"), want, atol=1e-5)
+    same = conv1("same")
+    assert same.shape == want.shape
+    # SAME pads (0, 1) on an even map (a shifted grid) and (1, 1) on an odd one.
+    if size % 2 == 0:
+        assert np.abs(same - want).max() > 1e-2
+    else:
+        np.testing.assert_allclose(same, want, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def bn_runs():
+    """Losses and final states of 10 SGD steps of a tiny batch-norm ResNet on 1 and 4 devices."""
+    import optax
+    from jax.sharding import Mesh
+
+    from attn_jax.tasks.classification import Classification
+    from attn_jax.train import loop
+    from attn_jax.train import sharding as shard_lib
+
+    model, task, tx = _tiny(norm="batch"), Classification(num_classes=10), optax.sgd(0.05)
+    rng = np.random.default_rng(0)
+    batches = [
+        {
+            "image": rng.normal(1.0, 2.0, (16, 8, 8, 1)).astype(np.float32),
+            "label": rng.integers(0, 10, 16).astype(np.int32),
+            "mask": np.ones(16, bool),
+        }
+        for _ in range(10)
+    ]
+    init_fn = loop.make_init_fn(model, tx, (jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32),))
+    runs = {}
+    for devices in (1, 4):
+        mesh = Mesh(np.asarray(jax.devices()[:devices]).reshape(-1, 1), ("data", "model"))
+        _, shardings = loop._state_shardings(init_fn, mesh)
+        state = jax.jit(init_fn, out_shardings=shardings)(jax.random.key(0))
+        step = loop.make_train_step(model, task, tx, optax.constant_schedule(0.05), mesh, shardings)
+        losses = []
+        for batch in batches:
+            batch = shard_lib.to_global(batch, shard_lib.batch_sharding(mesh))
+            state, metrics = step(state, batch)
+            losses.append(float(metrics["loss"]))
+        runs[devices] = (losses, state)
+    return runs
+
+
+def test_batch_norm_resnet_trains_alike_on_one_and_four_devices(bn_runs):
+    (losses1, state1), (losses4, state4) = bn_runs[1], bn_runs[4]
+    np.testing.assert_allclose(losses1, losses4, atol=1e-5)
+    assert losses1[-1] < losses1[0]
+    stats1, stats4 = state1.model_state["batch_stats"], state4.model_state["batch_stats"]
+    for a, b in zip(jax.tree.leaves(stats1), jax.tree.leaves(stats4), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    # The statistics moved away from their start (mean 0, var 1) and the optimizer never saw them.
+    assert np.abs(np.asarray(stats1["stem_norm"]["mean"])).max() > 0.05
+    assert "mean" not in str(jax.tree_util.tree_structure(state1.params))
