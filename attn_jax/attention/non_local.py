@@ -18,8 +18,9 @@ Initialisation follows sec. 3.3 and the authors' code (facebookresearch/video-no
 followed by a normalisation whose scale starts at zero when one is given, otherwise W_z itself
 starts at zero, so that z = x exactly at initialisation and a block can be inserted into a trained
 network without changing it. The other convolutions start from N(0, 0.01) as in that code.
-`scale_logits` divides the embedded-Gaussian logits by sqrt(C / 2), which the released code does
-(USE_SCALE) though eq. 3 does not; it is off by default.
+`scale_logits` divides the embedded-Gaussian logits by sqrt(C'), C' = C / 2 the inner width, as the
+released code does (its USE_SCALE, on in the published configs) though eq. 3 does not; it is on by
+default, and `scale_logits=False` gives eq. 3 as printed.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ class NonLocalBlock(nn.Module):
       mode: the pairwise function, one of `NON_LOCAL_MODES`.
       inner_dim: width of theta, phi and g; None = C // 2 (the paper's bottleneck).
       subsample: compute phi and g on x max-pooled by 2 in height and width (not in time).
-      scale_logits: divide the embedded-Gaussian logits by sqrt(inner_dim), as the released code.
+      scale_logits: divide the embedded-Gaussian logits by sqrt(inner_dim), as the released code
+        (default); False: eq. 3 as printed.
       norm: a factory for the normalisation after W_z (called with `scale_init` and `name`), or
         None for no normalisation; in both cases the block starts as the identity.
       kernel_init: initialiser of theta, phi, g (and of W_z when a norm follows it).
@@ -90,7 +92,7 @@ class NonLocalBlock(nn.Module):
     mode: str = "embedded_gaussian"
     inner_dim: int | None = None
     subsample: bool = False
-    scale_logits: bool = False
+    scale_logits: bool = True
     norm: Callable[..., nn.Module] | None = None
     kernel_init: Callable[..., jax.Array] = nn.initializers.normal(stddev=0.01)
     dtype: Any = None

@@ -20,6 +20,17 @@ The four gates share one input kernel [D, 4H] and one recurrent kernel [H, 4H] (
 so a step is two matmuls; flax's `nn.LSTMCell` keeps eight per-gate Dense layers with the same
 math (tests/models/test_rnn.py maps one onto the other).
 
+Gated recurrent unit: Cho, van Merrienboer, Gulcehre, Bahdanau, Bougares, Schwenk & Bengio 2014,
+"Learning Phrase Representations using RNN Encoder-Decoder for Statistical Machine Translation"
+(EMNLP 2014), in the form of Bahdanau, Cho & Bengio 2015, appendix A.1.1:
+
+    r = sigmoid(W_r x + U_r h + b_r)      z = sigmoid(W_z x + U_z h + b_z)
+    h~ = tanh(W x + U (r * h) + b)        h' = (1 - z) * h + z * h~
+
+The reset gate acts on h before U, as in the paper; flax's `nn.GRUCell` (cuDNN's form) applies it
+after U h, a different function, and names its update gate the other way round. The gates share
+one input kernel [D, 3H] (order r, z, h~) and one recurrent kernel [H, 2H] (r, z); U is [H, H].
+
 Bidirectional recurrence: Schuster & Paliwal 1997, "Bidirectional Recurrent Neural Networks"
 (IEEE Trans. Signal Processing 45). Padding is handled by masking the carry: a padded step leaves
 the state unchanged and outputs zeros. With right padding, the backward direction therefore meets
@@ -35,9 +46,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-CELLS = ("rnn", "lstm")
+CELLS = ("rnn", "lstm", "gru")
 
-# An Elman carry is h [B, H]; an LSTM carry is (c, h), the order flax's cells use.
+# An Elman or GRU carry is h [B, H]; an LSTM carry is (c, h), the order flax's cells use.
 Carry = Any
 
 
@@ -140,17 +151,53 @@ class LSTMCell(nn.Module):
         return zeros, zeros
 
 
+class GRUCell(nn.Module):
+    """Gated recurrent unit step (module docstring); carry h, output h.
+
+    Attributes:
+      hidden_size: width of h.
+    """
+
+    hidden_size: int
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    recurrent_kernel_init: Callable = nn.initializers.orthogonal()
+
+    @nn.compact
+    def __call__(self, carry: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        n = self.hidden_size
+        xs = nn.Dense(3 * n, kernel_init=_stacked(self.kernel_init, 3), name="input")(x)
+        x_r, x_z, x_h = jnp.split(xs, 3, axis=-1)
+        gates = nn.Dense(
+            2 * n,
+            use_bias=False,
+            kernel_init=_stacked(self.recurrent_kernel_init, 2),
+            name="recurrent_gates",
+        )(carry)
+        r = jax.nn.sigmoid(x_r + gates[..., :n])
+        z = jax.nn.sigmoid(x_z + gates[..., n:])
+        u = nn.Dense(n, use_bias=False, kernel_init=self.recurrent_kernel_init, name="recurrent")
+        candidate = jnp.tanh(x_h + u(r * carry))
+        h = (1.0 - z) * carry + z * candidate
+        return h, h
+
+    def initial_carry(self, batch_size: int) -> jax.Array:
+        """Zero state h^0 [B, H]."""
+        return jnp.zeros((batch_size, self.hidden_size), jnp.float32)
+
+
 def make_cell(cell: str, hidden_size: int, **kwargs: Any) -> nn.Module:
-    """The cell named `cell` ("rnn" = Elman, "lstm")."""
+    """The cell named `cell` ("rnn" = Elman, "lstm", "gru")."""
     if cell == "rnn":
         return ElmanCell(hidden_size, **kwargs)
     if cell == "lstm":
         return LSTMCell(hidden_size, **kwargs)
+    if cell == "gru":
+        return GRUCell(hidden_size, **kwargs)
     raise ValueError(f"cell={cell!r} is not one of {list(CELLS)}")
 
 
 def hidden_state(carry: Carry) -> jax.Array:
-    """h of a carry: the carry itself for an Elman cell, the second entry for an LSTM."""
+    """h of a carry: the carry itself for an Elman or GRU cell, the second entry for an LSTM."""
     return carry[1] if isinstance(carry, tuple) else carry
 
 
@@ -201,7 +248,7 @@ class RNN(nn.Module):
     """One recurrent layer over a padded sequence; params live under 'cell'.
 
     Attributes:
-      cell: "rnn" (Elman) or "lstm".
+      cell: "rnn" (Elman), "lstm" or "gru".
       hidden_size: state width.
       reverse: process the sequence from its end (the last real token first).
     """
@@ -226,7 +273,7 @@ class Bidirectional(nn.Module):
     """Forward and backward layers; outputs [forward_t; backward_t] per position.
 
     Attributes:
-      cell: "rnn" or "lstm", both directions.
+      cell: "rnn", "lstm" or "gru", both directions.
       hidden_size: state width of each direction.
     """
 
@@ -255,6 +302,7 @@ __all__ = [
     "RNN",
     "Bidirectional",
     "ElmanCell",
+    "GRUCell",
     "LSTMCell",
     "hidden_state",
     "make_cell",

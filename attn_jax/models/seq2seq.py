@@ -4,7 +4,7 @@
 (NeurIPS 2014). An encoder RNN reads the source; its state at the last real token is the only
 bridge to the decoder, which starts from it and models p(y_i | y_<i, x):
 
-    h^j = tau1(U^3 h^(j-1) + U^1 x^j)            encoder (Elman form; or an LSTM)
+    h^j = tau1(U^3 h^(j-1) + U^1 x^j)            encoder (Elman form; or an LSTM or GRU)
     g^0 = h^S,   g^i = tau1(U^3' g^(i-1) + U^1' y^(i-1)),   p(y^i) = softmax(U^2 g^i)
 
 With `num_layers` > 1 the layers are stacked and layer l of the decoder starts from the final
@@ -19,14 +19,16 @@ to Align and Translate" (ICLR 2015), RNNsearch, following appendix A where pract
     h_j = [forward_h_j; backward_h_j]                       bidirectional encoder (A.2.1)
     s_0 = tanh(W_s backward_h_1)                            decoder initial state (A.2.2)
     e_ij = v_a^T tanh(W_a s_(i-1) + U_a h_j),  a_ij = softmax_j(e_ij),  c_i = sum_j a_ij h_j
-    s_i = f(s_(i-1), [E y_(i-1); c_i])                      decoder step
-    t_i = U_o s_i + V_o E y_(i-1) + C_o c_i,   p(y_i) = softmax(W_o t_i)
+    s_i = f(s_(i-1), [E y_(i-1); c_i])                      decoder step, f the gated unit (A.1.1)
+    t~_i = U_o s_(i-1) + V_o E y_(i-1) + C_o c_i            deep output (A.2.2), 2l units
+    t_i,k = max(t~_i,2k-1, t~_i,2k),  k = 1..l              maxout (Goodfellow et al. 2013)
+    p(y_i) = softmax(W_o t_i)
 
-Simplifications, each stated: f is an Elman or LSTM cell, not the paper's gated (GRU) unit; for an
-LSTM decoder s_0 sets h_0 and c_0 = 0; the readout uses s_i as in eq. 4 of the main text (the
-appendix writes s_(i-1)); the maxout over pairs of t_i is used only when `maxout_units` is set,
-otherwise logits are a linear map of [s_i; E y_(i-1); c_i]. The alignment weights a_ij are
-returned as aux["attention"] [B, T, S].
+`cell="gru"` (the paper's gated unit, models/rnn.py) with `maxout_units` = l set and
+`readout_state="previous"` is the appendix's network, the default. Options, each a departure:
+`cell="rnn"` or `"lstm"` (an LSTM decoder's s_0 sets h_0 and c_0 = 0); `readout_state="current"`
+reads s_i as eq. 4 of the main text writes it; `maxout_units=None` makes the logits a linear map
+of [s; E y_(i-1); c_i]. The alignment weights a_ij are returned as aux["attention"] [B, T, S].
 
 Token conventions: PAD = 0, BOS = 1, EOS = 2, UNK = 3; sources hold real tokens first (ending in
 EOS), then PAD. Both models are trained with teacher forcing (`__call__` takes BOS + the target
@@ -68,12 +70,14 @@ BAHDANAU_VARIANTS = VariantTable(
     "bahdanau",
     "Bahdanau et al. 2015, appendix A.2 / B",
     {
-        "small": dict(embed_dim=64, hidden_size=128, attention_dim=128, cell="lstm"),
-        # Bahdanau et al. 2015 appendix A.2 / B: 620-d embeddings, 1000 hidden units per direction
-        # and in the decoder, alignment hidden layer n' = 1000, maxout of 500 units (the paper's
-        # gated unit replaced by an LSTM, see the module docstring).
+        # The appendix's network at a small size: maxout of half the state width, as 500 of 1000.
+        "small": dict(
+            embed_dim=64, hidden_size=128, attention_dim=128, maxout_units=64, cell="gru"
+        ),
+        # Bahdanau et al. 2015 appendix A.2 / B: 620-d embeddings, 1000 gated hidden units per
+        # direction and in the decoder, alignment hidden layer n' = 1000, maxout of 500 units.
         "rnnsearch": dict(
-            embed_dim=620, hidden_size=1000, attention_dim=1000, maxout_units=500, cell="lstm"
+            embed_dim=620, hidden_size=1000, attention_dim=1000, maxout_units=500, cell="gru"
         ),
     },
 )
@@ -131,7 +135,7 @@ class Seq2Seq(nn.Module):
       vocab_size: shared source/target vocabulary size (PAD=0, BOS=1, EOS=2, UNK=3).
       embed_dim: embedding width.
       hidden_size: state width of every layer.
-      cell: "rnn" (Elman) or "lstm".
+      cell: "rnn" (Elman), "lstm" or "gru".
       num_layers: stacked layers in the encoder and the decoder.
       reverse_source: reverse the real source tokens (sec. 3.3).
       dropout_rate: dropout on embeddings, between layers and before the output layer.
@@ -221,10 +225,13 @@ class Seq2Seq(nn.Module):
 
 
 def _attention_step(model: Seq2SeqAttention, carry, y, annotations, keys, valid):
-    # s_(i-1) queries the annotations before the step, then feeds [E y_(i-1); c_i] to the cell.
-    context, weights = model.attention(hidden_state(carry), annotations, valid, projected_keys=keys)
+    # s_(i-1) queries the annotations before the step, then feeds [E y_(i-1); c_i] to the cell;
+    # the readout takes s_(i-1) or s_i (`readout_state`).
+    previous = hidden_state(carry)
+    context, weights = model.attention(previous, annotations, valid, projected_keys=keys)
     carry, s = model.decoder(carry, jnp.concatenate([y, context.astype(y.dtype)], axis=-1))
-    return carry, (s, context, weights)
+    readout_state = previous if model.readout_state == "previous" else s
+    return carry, (readout_state, context, weights)
 
 
 def _attention_generate_step(model: Seq2SeqAttention, state, _, annotations, keys, valid):
@@ -235,6 +242,9 @@ def _attention_generate_step(model: Seq2SeqAttention, state, _, annotations, key
     return (carry, token, done), (token, weights)
 
 
+READOUT_STATES = ("previous", "current")
+
+
 class Seq2SeqAttention(nn.Module):
     """RNNsearch of Bahdanau et al. 2015; `__call__` returns (logits, aux with "attention").
 
@@ -243,9 +253,11 @@ class Seq2SeqAttention(nn.Module):
       embed_dim: embedding width (620 in the paper).
       hidden_size: state width of each encoder direction and of the decoder (1000).
       attention_dim: hidden width n' of the alignment model (1000).
-      cell: "rnn" (Elman) or "lstm", for the encoder and the decoder.
-      maxout_units: if set, the deep output t_i has 2 * maxout_units units max-pooled in pairs
-        (500 in the paper); None = a linear readout.
+      cell: "gru" (the paper's gated unit), "rnn" (Elman) or "lstm", encoder and decoder.
+      maxout_units: if set, the deep output t~_i has 2 * maxout_units units max-pooled in pairs
+        (l = 500 in the paper); None = a linear readout.
+      readout_state: the decoder state the readout reads: "previous" s_(i-1) (appendix A.2.2)
+        or "current" s_i (eq. 4 of the main text).
       dropout_rate: dropout on embeddings, annotations and the readout.
     """
 
@@ -253,12 +265,18 @@ class Seq2SeqAttention(nn.Module):
     embed_dim: int = 64
     hidden_size: int = 128
     attention_dim: int = 128
-    cell: str = "lstm"
+    cell: str = "gru"
     maxout_units: int | None = None
+    readout_state: str = "previous"
     dropout_rate: float = 0.0
 
     def setup(self):
         _check_cell("Seq2SeqAttention", self.cell)
+        if self.readout_state not in READOUT_STATES:
+            raise ValueError(
+                f"Seq2SeqAttention readout_state={self.readout_state!r} is not one of "
+                f"{list(READOUT_STATES)}"
+            )
         self.source_embed = nn.Embed(self.vocab_size, self.embed_dim)
         self.target_embed = nn.Embed(self.vocab_size, self.embed_dim)
         self.encoder = Bidirectional(self.cell, self.hidden_size)
@@ -283,7 +301,9 @@ class Seq2SeqAttention(nn.Module):
     def readout(
         self, s: jax.Array, y: jax.Array, context: jax.Array, *, train: bool = False
     ) -> jax.Array:
-        """float32 logits from s_i, E y_(i-1) and c_i (any leading shape)."""
+        """float32 logits from the readout's state s (s_(i-1) or s_i), E y_(i-1) and c_i (any
+        leading shape): W_o of the maxout of U_o s + V_o E y_(i-1) + C_o c_i, or of their
+        concatenation when `maxout_units` is None."""
         t = jnp.concatenate([s, y, context.astype(s.dtype)], axis=-1)
         if self.maxout_units is not None:
             t = self.deep_output(t)

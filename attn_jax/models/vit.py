@@ -34,14 +34,19 @@ MLP Dense(128, GELU) -> Dense(64, GELU) with GELU on both layers, dropout 0.1 af
 and on the attention weights but neither after the attention nor after the embedding, no class
 token, head LayerNorm -> Flatten -> Dropout(0.5) -> [Dense(2048, GELU), Dropout(0.5),
 Dense(1024, GELU), Dropout(0.5)] -> Dense(classes): 10,707,274 trainable parameters for 10 classes.
-Initializers are the official ViT ones, not Keras' (glorot/uniform embeddings); the counts are
-unaffected.
+Its initializers are the official ViT ones by default; `weight_init="keras"` gives Keras' defaults
+throughout, as the example ran: glorot_uniform kernels with the fans of Keras' kernel shapes (the
+patch projection a Dense on flattened patches, the attention projections EinsumDense kernels
+[D, H, Dh] and [H, Dh, D]), zero biases, uniform(-0.05, 0.05) position embeddings (an Embedding),
+LayerNorm 1 and 0. The counts are unaffected. (The field is not called `init`: that name is the
+Linen method.)
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -56,6 +61,8 @@ from attn_jax.models.variants import VariantTable, preset_kwargs
 POOLS = ("token", "gap", "flatten")
 HEADS = ("linear", "textbook_mlp")
 POSEMBS = ("learned", "sincos2d")
+# "official": google-research/vision_transformer's initializers; "keras": Keras' defaults.
+INITS = ("official", "keras")
 # The official google-research/vision_transformer names of a block's submodules.
 VIT_BLOCK_NAMES = BlockNames(
     self_norm="LayerNorm_0",
@@ -65,6 +72,25 @@ VIT_BLOCK_NAMES = BlockNames(
     fc1="Dense_0",
     fc2="Dense_1",
 )
+
+
+def keras_glorot_uniform(fan_in: int, fan_out: int) -> Callable[..., jax.Array]:
+    """Keras' glorot_uniform for a kernel whose Keras shape has these fans: U(-l, l) with
+    l = sqrt(6 / (fan_in + fan_out)). The fans are given because Flax flattens a multi-head
+    kernel to a matrix before initializing it, while Keras counts fans on its own kernel shape."""
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+    return init
+
+
+def keras_embedding_uniform(
+    key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32
+) -> jax.Array:
+    """Keras' Embedding default: U(-0.05, 0.05)."""
+    return jax.random.uniform(key, shape, dtype, -0.05, 0.05)
 
 
 def patchify(images: jax.Array, patch_size: int | tuple[int, int]) -> jax.Array:
@@ -146,6 +172,7 @@ class ViTEncoder(nn.Module):
       scan: `nn.scan` over the blocks (stacked under `encoderblock`).
       remat: rematerialise each block.
       drop_path_rate: stochastic depth of the last block (linear from 0).
+      posemb_init: initializer of the learned position embedding.
     """
 
     depth: int
@@ -157,6 +184,7 @@ class ViTEncoder(nn.Module):
     scan: bool = False
     remat: bool = False
     drop_path_rate: float = 0.0
+    posemb_init: Any = nn.initializers.normal(stddev=0.02)
     param_dtype: Any = jnp.float32
 
     @nn.compact
@@ -173,7 +201,9 @@ class ViTEncoder(nn.Module):
         `class_token` says whether x[:, 0] is one, `keep` int [B, K] selects patches (MAE).
         Returns (normed tokens, aux with "blockNN" when the block fields ask for them)."""
         if self.posemb == "learned":
-            x = AddPositionEmbs(param_dtype=self.param_dtype, name="posembed_input")(x)
+            x = AddPositionEmbs(
+                posemb_init=self.posemb_init, param_dtype=self.param_dtype, name="posembed_input"
+            )(x)
         elif self.posemb == "sincos2d":
             if grid is None:
                 raise ValueError(
@@ -269,6 +299,8 @@ class ViT(AttentionModel):
       return_intermediates: add each block's output tokens to aux as "block00", "block01", ...
       scan: run the blocks with `nn.scan` (one compiled body, params stacked on a depth axis).
       remat: rematerialize each block in the backward pass (memory for compute).
+      weight_init: "official" (the official code's initializers) or "keras" (Keras' defaults,
+        the textbook example's; see the module docstring).
       (and `blocks.AttentionModel`'s attention_fn, attention_impl, dtype, param_dtype)
     """
 
@@ -298,6 +330,7 @@ class ViT(AttentionModel):
     return_intermediates: bool = False
     scan: bool = False
     remat: bool = False
+    weight_init: str = "official"
 
     def __post_init__(self):
         # Checked at construction, so a bad config fails while it is being read, not at init.
@@ -305,6 +338,7 @@ class ViT(AttentionModel):
             ("pool", self.pool, POOLS),
             ("head", self.head, HEADS),
             ("posemb", self.posemb, POSEMBS),
+            ("weight_init", self.weight_init, INITS),
         ):
             if value not in allowed:
                 raise ValueError(f"ViT {field}={value!r} is not one of {list(allowed)}")
@@ -327,6 +361,36 @@ class ViT(AttentionModel):
     def layer_index(self, path: str) -> int | slice | None:
         """BEiT's layer id of a parameter (`vit_layer_index`), for layer-wise lr decay."""
         return vit_layer_index(path)
+
+    def initializers(self, channels: int) -> dict[str, Any]:
+        """The initializers `weight_init` picks for images of `channels` channels: the patch
+        embedding's kernel, the position embedding, the block's attention and MLP-bias fields,
+        and the Dense kernels above the blocks (linear head, pre_logits)."""
+        if self.weight_init == "official":
+            return {
+                "embedding": nn.linear.default_kernel_init,  # lecun_normal, Flax's Conv default
+                "posemb": nn.initializers.normal(stddev=0.02),
+                "block": {"mlp_bias_init": nn.initializers.normal(stddev=1e-6)},
+                "head": nn.initializers.zeros_init(),
+                "pre_logits": nn.linear.default_kernel_init,
+            }
+        ph, pw = _pair(self.patch_size)
+        d, h = self.hidden_size, self.num_heads
+        dh = (self.qkv_features or d) // h
+        return {
+            "embedding": keras_glorot_uniform(ph * pw * channels, d),  # Dense on a patch
+            "posemb": keras_embedding_uniform,
+            "block": {
+                # EinsumDense kernels [D, H, Dh] and [H, Dh, D]: Keras' fans multiply the last
+                # two axes by the product of the others.
+                "attention_init": keras_glorot_uniform(h * d, dh * d),
+                "attention_out_init": keras_glorot_uniform(dh * h, d * h),
+                "mlp_init": nn.initializers.xavier_uniform(),
+                "mlp_bias_init": nn.initializers.zeros_init(),
+            },
+            "head": nn.initializers.xavier_uniform(),
+            "pre_logits": nn.initializers.xavier_uniform(),
+        }
 
     @property
     def class_token(self) -> bool:
@@ -367,11 +431,13 @@ class ViT(AttentionModel):
         """
         sow = self.sow_weights if sow_weights is None else sow_weights
         ph, pw = _pair(self.patch_size)
+        inits = self.initializers(images.shape[-1])
         x = nn.Conv(
             self.hidden_size,
             kernel_size=(ph, pw),
             strides=(ph, pw),
             padding="VALID",
+            kernel_init=inits["embedding"],
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="embedding",
@@ -411,7 +477,7 @@ class ViT(AttentionModel):
             attention_dropout_rate=self.attention_dropout_rate,
             dropout_after_attention=self.dropout_after_attention,
             layernorm_epsilon=self.layernorm_epsilon,
-            mlp_bias_init=nn.initializers.normal(stddev=1e-6),
+            **inits["block"],
             sow_weights=sow,
             return_tokens=self.return_intermediates,
             **self.shared_fields(),
@@ -426,6 +492,7 @@ class ViT(AttentionModel):
             scan=self.scan,
             remat=self.remat,
             drop_path_rate=self.drop_path_rate,
+            posemb_init=inits["posemb"],
             param_dtype=self.param_dtype,
             name="Transformer",
         )(x, train=train, grid=(gh, gw), class_token=self.class_token, keep=keep)
@@ -441,6 +508,7 @@ class ViT(AttentionModel):
         if self.representation_size is not None:
             x = nn.Dense(
                 self.representation_size,
+                kernel_init=inits["pre_logits"],
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name="pre_logits",
@@ -448,7 +516,7 @@ class ViT(AttentionModel):
             x = jnp.tanh(x)
 
         if self.head == "linear":
-            head_init = nn.initializers.zeros_init()
+            head_init = inits["head"]
         else:
             head_init = nn.initializers.xavier_uniform()
             gelu = activation_fn("gelu_tanh" if self.gelu_approximate else "gelu")

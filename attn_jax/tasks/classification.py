@@ -1,5 +1,11 @@
 """Image classification: softmax cross-entropy with optional label smoothing (Szegedy et al. 2016,
-"Rethinking the Inception Architecture", sec. 7: q' = (1 - eps) q + eps / K)."""
+"Rethinking the Inception Architecture", sec. 7: q' = (1 - eps) q + eps / K).
+
+With Mixup/CutMix on (`config.data.mixup` / `cutmix`, DeiT's recipe; the trainer copies
+`data.mix_options(config.data)` into `task.mix`), each training batch is mixed on the device
+with a key split from the step's key, and the loss is the cross-entropy against the mixed,
+smoothed soft labels (data/mixing.py). Evaluation is never mixed.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+
+from attn_jax.data import mixing
 
 
 class Classification:
@@ -19,6 +27,10 @@ class Classification:
     """
 
     evaluation = "classification"  # the evaluator type it serves (eval/evaluators.py)
+
+    # Keyword arguments of `mixing.mix_batch` (mixup_alpha, cutmix_alpha, switch_prob, prob),
+    # set by the trainer from the data config; None: training batches are not mixed.
+    mix: dict[str, float] | None = None
 
     target_metrics = ("accuracy", "loss")
 
@@ -37,16 +49,47 @@ class Classification:
             targets = optax.smooth_labels(targets, self.label_smoothing)
         return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
+    def train_inputs(
+        self, batch: dict[str, jax.Array], rng: jax.Array
+    ) -> tuple[jax.Array, jax.Array | None, jax.Array]:
+        """(images, soft targets or None, dropout key) of a training batch.
+
+        Without `mix` the batch's images, None (the loss builds its targets from the labels)
+        and `rng` unchanged; with it the mixed images, their soft labels [B, K] (summing to 1,
+        label smoothing included) and the other half of a split of `rng`.
+        """
+        if not self.mix:
+            return batch["image"], None, rng
+        dropout_key, mix_key = jax.random.split(rng)
+        images, targets = mixing.mix_batch(
+            batch["image"],
+            batch["label"],
+            mix_key,
+            num_classes=self.num_classes,
+            label_smoothing=self.label_smoothing,
+            **self.mix,
+        )
+        return images, targets, dropout_key
+
     def loss(
         self, model, params, batch: dict[str, jax.Array], rng: jax.Array, train: bool = True
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Mean loss over the real (mask=True) examples, and per-batch metrics."""
-        logits, _ = model.apply(
-            {"params": params}, batch["image"], train=train, rngs={"dropout": rng}
+        """Mean loss over the real (mask=True) examples, and per-batch metrics.
+
+        Training batches are mixed when `mix` is set (see `train_inputs`); the accuracy is then
+        that of the mixed images against their own, unmixed labels.
+        """
+        images, targets, rng = (
+            self.train_inputs(batch, rng) if train else (batch["image"], None, rng)
         )
+        logits, _ = model.apply({"params": params}, images, train=train, rngs={"dropout": rng})
         mask = batch["mask"].astype(jnp.float32)
         count = jnp.maximum(mask.sum(), 1.0)
-        loss = (self._cross_entropy(logits, batch["label"]) * mask).sum() / count
+        if targets is None:
+            per_example = self._cross_entropy(logits, batch["label"])
+        else:
+            per_example = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+        loss = (per_example * mask).sum() / count
         correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
         return loss, {"loss": loss, "accuracy": (correct * mask).sum() / count}
 
@@ -68,10 +111,9 @@ class Classification:
         return {"loss": float(sums["loss"]) / count, "accuracy": float(sums["accuracy"]) / count}
 
     @staticmethod
-    def plot_examples(model, params, batch: dict[str, Any], vocab, out_dir) -> None:
-        """Figures of where the model attends (kept pixels, glimpse paths, warped inputs), drawn
-        by the model itself when it defines `plot_examples(params, batch, out_dir)`; the loop
-        calls this once after training with a batch of the eval split."""
+    def figure_data(model, params, batch: dict[str, Any], vocab) -> dict[str, Any]:
+        """What the model shows of where it attends (kept pixels, glimpse paths, warped inputs),
+        from its own `figure_data(params, batch)` when it defines one ({} otherwise); the trainer
+        asks once after training with a batch of the eval split, and attn_jax.figures draws it."""
         del vocab  # images have none
-        if hasattr(model, "plot_examples"):
-            model.plot_examples(params, batch, out_dir)
+        return model.figure_data(params, batch) if hasattr(model, "figure_data") else {}

@@ -1,7 +1,9 @@
 """Optimizers from config: adamw / adam / sgd(momentum), warmup then cosine/linear/constant/step
-decay, global-norm clipping, weight decay only on kernels (not biases, norms, embeddings' scales)
-unless `weight_decay_mask="all"`, gradient accumulation, and per-parameter learning-rate
-multipliers that can freeze parameters.
+decay, global-norm clipping, weight decay only on kernels and embedding tables (not biases, norms,
+position tables, class/mask tokens: `weight_decay_mask`) unless `weight_decay_mask="all"`
+(torch's default) or `"rank2"` (every leaf of rank >= 2, this project's rule before the by-kind
+one), and per-parameter learning-rate multipliers that can freeze parameters. Gradient
+accumulation is `config.microbatches` (train/loop.py), not an optimizer wrapper.
 
 `optim.lr_multipliers` maps parameter-path prefixes to factors of the learning rate, e.g. DETR's
 {"backbone": 0.1, "backbone/stem": 0.0, "backbone/stage1": 0.0}. A path is the parameter's keys
@@ -9,8 +11,7 @@ joined by "/" ("backbone/stage1_block0/conv1/kernel"); a pattern applies to ever
 with it as a string, and the longest matching pattern wins; other parameters keep factor 1. A
 factor of 0 freezes: the parameter gets no update, no weight decay, no optimizer state (optax's
 set_to_zero inside multi_transform) and no share of the clipped gradient norm (its gradient is
-zeroed before clipping, as torch's clip_grad_norm_ skips parameters without gradients). With
-gradient accumulation, optax.MultiSteps still keeps an accumulator for frozen parameters.
+zeroed before clipping, as torch's clip_grad_norm_ skips parameters without gradients).
 
 `schedule="step"` keeps `lr` and multiplies it by `lr_drop_factor` (0.1) once
 `lr_drop_fraction` (2/3) of the updates after the warmup are done: DETR's 200 of 300 epochs.
@@ -37,12 +38,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from attn_jax.config import ConfigError
+from attn_jax.config import RETIRED_KEYS, ConfigError
 from attn_jax.models.vit import vit_layer_index
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "linear", "constant", "noam", "step")
-WEIGHT_DECAY_MASKS = ("kernels", "all")
+WEIGHT_DECAY_MASKS = ("kernels", "rank2", "all")
 
 
 def noam_schedule(scale: float, d_model: int, warmup_steps: int) -> optax.Schedule:
@@ -97,13 +98,53 @@ def learning_rate_schedule(optim_cfg: Mapping, total_steps: int) -> optax.Schedu
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
 
 
+# Leaves that are not kernels whatever their rank, by the name their module gives them: biases
+# and norm scales; learned position embeddings and relative-position tables (timm's and Swin's
+# `no_weight_decay` lists, AAConv's relative logits, DETR's object queries, which its paper
+# calls learned positional encodings); class, distillation and mask tokens; CLIP's logit scale.
+NO_DECAY_NAMES = frozenset(
+    {
+        "bias",
+        "scale",
+        "mlm_bias",
+        "pos_embedding",
+        "positional_embedding",
+        "relative_position_bias_table",
+        "rel_height",
+        "rel_width",
+        "query_embed",
+        "cls",
+        "class_embedding",
+        "dist_token",
+        "mask_token",
+        "decoder_mask_token",
+        "logit_scale",
+    }
+)
+
+
 def weight_decay_mask(params) -> object:
-    """True for the leaves that get weight decay: kernels and embeddings, never biases or norms.
+    """True for the leaves that get weight decay: kernels and embedding tables, by kind.
 
     Decaying LayerNorm scales and biases pulls them toward 0 rather than toward their identity
-    value, which is why ViT/BERT-style recipes exclude them; rank >= 2 selects kernels, embeddings
-    and position tables.
+    value, and decaying position embeddings, relative-position tables and class/mask tokens is
+    what the official DeiT, Swin and MAE code avoid (their `no_weight_decay` lists). The kind is
+    the leaf's name (`NO_DECAY_NAMES`), not its rank: Swin's fused qkv bias is [3, H, Dh], a
+    scanned stack adds a layer axis to every bias, and a position table is rank 2 or 3. Other
+    leaves decay when they are matrices or higher (kernels, nn.Embed tables, the non-local
+    concatenation weight); vectors (additive attention's v, gate logits) do not.
     """
+
+    def decays(path, leaf) -> bool:
+        name = param_path(path[-1:])
+        return name not in NO_DECAY_NAMES and leaf.ndim >= 2
+
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def rank_decay_mask(params) -> object:
+    """The mask of `weight_decay_mask="rank2"`: every leaf of rank >= 2 decays (biases of
+    multi-head projections, position tables and tokens included); for reproducing older runs."""
     return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
 
 
@@ -289,7 +330,7 @@ def _base_optimizer(optim_cfg: Mapping, schedule: optax.Schedule) -> optax.Gradi
             f"unknown optim.weight_decay_mask {decay_on!r}; choose one of {WEIGHT_DECAY_MASKS}"
         )
     # "all" is torch's AdamW/SGD default, which DETR uses: biases and norms are decayed too.
-    decay_mask = None if decay_on == "all" else weight_decay_mask
+    decay_mask = {"kernels": weight_decay_mask, "rank2": rank_decay_mask, "all": None}[decay_on]
     if name == "adamw":
         return optax.adamw(
             schedule,
@@ -330,9 +371,12 @@ def make_optimizer(
     read. A pattern of `lr_multipliers` that matches no parameter raises a ConfigError when
     `tx.init` first sees the parameters.
     """
-    accum = int(optim_cfg.get("grad_accum_steps", 1))
-    # The schedule counts optimizer updates; with accumulation there is one per `accum` steps.
-    schedule = learning_rate_schedule(optim_cfg, max(total_steps // accum, 1))
+    if optim_cfg.get("grad_accum_steps", 1) not in (1, None):
+        # Old config.json files carry the retired key at 1; any other value would be ignored.
+        raise ConfigError(
+            f"config.optim.grad_accum_steps is retired; {RETIRED_KEYS['optim.grad_accum_steps'][1]}"
+        )
+    schedule = learning_rate_schedule(optim_cfg, total_steps)
     multipliers = _check_multipliers(optim_cfg.get("lr_multipliers") or {})
     layer_decay = _check_layer_decay(optim_cfg)
     core = _base_optimizer(optim_cfg, schedule)
@@ -360,6 +404,4 @@ def make_optimizer(
         tx = optax.chain(optax.masked(optax.set_to_zero(), frozen), tx)
     if layer_decay:
         tx = optax.chain(tx, scale_by_layer_decay(layer_decay, model_layer_index(model)))
-    if accum > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=accum)
     return tx, schedule

@@ -10,6 +10,7 @@ from attn_jax.models.rnn import (
     RNN,
     Bidirectional,
     ElmanCell,
+    GRUCell,
     LSTMCell,
     hidden_state,
     make_cell,
@@ -108,6 +109,31 @@ def test_lstm_equations_by_hand():
     np.testing.assert_allclose(h, h_ref, atol=1e-5)
 
 
+def test_gru_equations_by_hand():
+    # Bahdanau et al. 2015, A.1.1: the reset gate multiplies h before U.
+    cell = GRUCell(H)
+    params = cell_params(cell)
+    assert set(params) == {"input", "recurrent_gates", "recurrent"}
+    w = np.asarray(params["input"]["kernel"], np.float64)  # [D, 3H]: r, z, candidate
+    b = np.asarray(params["input"]["bias"], np.float64)
+    ug = np.asarray(params["recurrent_gates"]["kernel"], np.float64)  # [H, 2H]: r, z
+    u = np.asarray(params["recurrent"]["kernel"], np.float64)  # [H, H]
+    assert (w.shape, ug.shape, u.shape) == ((D, 3 * H), (H, 2 * H), (H, H))
+    b = b + RNG.standard_normal(b.shape)  # nonzero biases, so that their place is checked
+    params = {**params, "input": {**params["input"], "bias": jnp.asarray(b, jnp.float32)}}
+    h0 = RNG.standard_normal((B, H))
+    x = np.asarray(X[:, 3], np.float64)
+    xw = x @ w + b
+    r = sigmoid(xw[:, :H] + h0 @ ug[:, :H])
+    z = sigmoid(xw[:, H : 2 * H] + h0 @ ug[:, H:])
+    candidate = np.tanh(xw[:, 2 * H :] + (r * h0) @ u)
+    h_ref = (1 - z) * h0 + z * candidate
+    h, y = cell.apply({"params": params}, jnp.asarray(h0, jnp.float32), X[:, 3])
+    np.testing.assert_allclose(h, h_ref, atol=1e-5)
+    np.testing.assert_array_equal(h, y)
+    assert hidden_state(h) is h  # a GRU carry is h itself
+
+
 def python_loop(cell, params, carry, xs, valid, reverse=False):
     """Reference recurrence: one cell call per step, padded steps keep the carry."""
     outs = [None] * xs.shape[1]
@@ -130,8 +156,10 @@ class Scanned(nn.Module):
         return scan_cell(cell, cell.initial_carry(xs.shape[0]), xs, valid, reverse=self.reverse)
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("cell_type", ["rnn", "lstm"])
+@pytest.mark.parametrize(
+    "cell_type, reverse",
+    [("rnn", False), ("rnn", True), ("lstm", False), ("lstm", True), ("gru", True)],
+)
 def test_scan_equals_python_loop(cell_type, reverse):
     model = Scanned(cell_type, reverse)
     params = model.init(jax.random.key(3), X, VALID)["params"]
@@ -183,5 +211,5 @@ def test_bidirectional_backward_starts_at_last_real_token(cell_type):
 
 
 def test_unknown_cell_is_one_line_error():
-    with pytest.raises(ValueError, match=r"cell='gru' is not one of \['rnn', 'lstm'\]"):
-        make_cell("gru", H)
+    with pytest.raises(ValueError, match=r"cell='elman' is not one of \['rnn', 'lstm', 'gru'\]"):
+        make_cell("elman", H)

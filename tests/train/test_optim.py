@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from attn_jax.config import ConfigError
 from attn_jax.train.optim import make_optimizer
 
 PARAMS = {
@@ -59,10 +60,12 @@ def test_gradient_clipping_bounds_the_update():
     assert float(optax.tree.norm(delta)) == pytest.approx(1.0, rel=1e-5)
 
 
-def test_gradient_accumulation_updates_every_k_steps():
+def test_the_retired_accumulation_key_names_microbatches():
+    # Accumulation is config.microbatches (tests/train/test_loop.py); an old config.json's 1 loads.
     cfg = {"name": "sgd", "lr": 1.0, "schedule": "constant", "momentum": 0.0, "grad_accum_steps": 2}
-    np.testing.assert_array_equal(_one_step(cfg, 1.0, steps=1)["dense"]["bias"], 1.0)
-    np.testing.assert_allclose(_one_step(cfg, 1.0, steps=2)["dense"]["bias"], 0.0)
+    with pytest.raises(ConfigError, match="grad_accum_steps is retired; set --config.microbatches"):
+        make_optimizer(cfg, 10)
+    make_optimizer({**cfg, "grad_accum_steps": 1}, 10)
 
 
 def test_unknown_optimizer_is_named():
@@ -321,3 +324,136 @@ def test_layer_decay_reads_the_layer_ids_that_a_swin_declares():
     tx, _ = make_optimizer(cfg, 10)
     with pytest.raises(ConfigError, match="ViT-style encoder"):
         tx.init(params)
+
+
+# -- weight decay by parameter kind (DeiT / Swin / MAE official no-decay lists) -----------------
+def _decayed(cfg: dict, image: tuple[int, ...], *extra, rngs=None) -> set[str]:
+    """The paths that `weight_decay_mask` decays in a model built from `cfg` (shapes only)."""
+    from attn_jax.models import build_model
+    from attn_jax.train.optim import weight_decay_mask
+
+    model = build_model(cfg)
+    keys = {"params": jax.random.key(0), **(rngs or {})}
+    shapes = jax.eval_shape(model.init, keys, jnp.zeros(image), *extra)["params"]
+    return {name for name, on in _flat(weight_decay_mask(shapes)).items() if on}
+
+
+VIT_TINY = dict(name="vit", patch_size=4, hidden_size=8, num_heads=2, mlp_dim=16, num_classes=3)
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_vit_decays_exactly_its_kernels(scan):
+    block = "Transformer/encoderblock" + ("" if scan else "_0")
+    expected = {
+        "embedding/kernel",
+        f"{block}/MlpBlock_3/Dense_0/kernel",
+        f"{block}/MlpBlock_3/Dense_1/kernel",
+        *(f"{block}/MultiHeadDotProductAttention_1/{p}/kernel" for p in ("query", "key", "value")),
+        f"{block}/MultiHeadDotProductAttention_1/out/kernel",
+        "head/kernel",
+    }
+    # Scanned, every bias and norm scale is [depth, D]: rank alone would decay them.
+    assert _decayed(dict(VIT_TINY, depth=1 + scan, scan=scan), (1, 8, 8, 3)) == expected
+
+
+def test_swin_decays_exactly_its_kernels():
+    cfg = dict(
+        name="swin", num_classes=3, patch_size=2, embed_dim=8, depths=(1, 1), num_heads=(1, 2),
+        window=2,
+    )  # fmt: skip
+    expected = {"patch_embed/kernel", "merge2/reduction/kernel", "head/kernel"}
+    for block in ("stage1_block0", "stage2_block0"):
+        expected |= {f"{block}/{m}/kernel" for m in ("attn/qkv", "attn/proj", "mlp/fc1", "mlp/fc2")}
+    # The relative-position tables ([(2M-1)^2, H]) and the fused qkv bias ([3, H, Dh]) stay out.
+    assert _decayed(cfg, (1, 8, 8, 3)) == expected
+
+
+@pytest.mark.parametrize("family", ["clip", "mae", "simmim", "detr"])
+def test_other_families_decay_only_kernels_and_embedding_tables(family):
+    encoder = dict(patch_size=2, hidden_size=8, depth=1, num_heads=2, mlp_dim=16)
+    masks = {"mask": jax.random.key(1)}
+    cases = {
+        "clip": (
+            dict(
+                name="clip",
+                embed_dim=8,
+                patch_size=4,
+                vision_width=8,
+                vision_layers=1,
+                vision_heads=2,
+                vocab_size=16,
+                context_length=4,
+                text_width=8,
+                text_layers=1,
+                text_heads=2,
+            ),  # fmt: skip
+            (1, 8, 8, 3),
+            (jnp.zeros((1, 4), jnp.int32),),
+            None,
+        ),
+        "mae": (
+            dict(
+                name="mae",
+                encoder=encoder,
+                decoder_hidden_size=8,
+                decoder_depth=1,
+                decoder_num_heads=2,
+                decoder_mlp_dim=16,
+            ),  # fmt: skip
+            (1, 8, 8, 1),
+            (),
+            masks,
+        ),
+        "simmim": (
+            dict(name="simmim", encoder=encoder, mask_patch_size=4),
+            (1, 8, 8, 1),
+            (),
+            masks,
+        ),
+        "detr": (
+            dict(
+                name="detr",
+                num_classes=3,
+                num_queries=2,
+                d_model=8,
+                num_heads=2,
+                d_ff=8,
+                num_encoder_layers=1,
+                num_decoder_layers=1,
+                backbone="resnet18",
+                backbone_stage_sizes=(1,),
+                backbone_width=8,
+                backbone_stem="small",
+                backbone_norm="group",
+                backbone_norm_groups=4,
+            ),  # fmt: skip
+            (1, 8, 8, 3),
+            (),
+            None,
+        ),
+    }
+    cfg, image, extra, rngs = cases[family]
+    decayed = _decayed(cfg, image, *extra, rngs=rngs)
+    leaf_names = {name.rsplit("/", 1)[-1] for name in decayed}
+    assert leaf_names <= {"kernel", "embedding"}, leaf_names
+    assert any(name.endswith("kernel") for name in decayed)
+    if family == "clip":
+        assert "text/token_embedding/embedding" in decayed
+
+
+def test_rank2_mask_keeps_the_old_rule_and_unknown_masks_are_named():
+    from attn_jax.train.optim import rank_decay_mask
+
+    tree = {
+        "qkv": {"bias": jnp.ones((3, 2, 4)), "kernel": jnp.ones((4, 3, 2, 4))},
+        "v": jnp.ones(4),
+    }
+    assert _flat(rank_decay_mask(tree)) == {"qkv/bias": True, "qkv/kernel": True, "v": False}
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, tree)
+    for mask, bias_moves in (("kernels", False), ("rank2", True)):
+        tx, _ = make_optimizer(dict(ADAMW, weight_decay_mask=mask), 10)
+        updates, _ = tx.update(zeros, tx.init(tree), tree)
+        assert bool(jnp.any(updates["qkv"]["bias"] != 0)) == bias_moves, mask
+        assert bool(jnp.all(updates["qkv"]["kernel"] != 0)), mask
+    with pytest.raises(ValueError, match="weight_decay_mask 'norms'"):
+        make_optimizer(dict(ADAMW, weight_decay_mask="norms"), 10)
