@@ -14,7 +14,10 @@ Batches (b examples, S = the image size, N = entry.max_boxes):
   boxes are zeros); `size` int32 [b, 2], (h, w) of the unpadded resized image; `orig_size` int32
   [b, 2], (h, w) of the stored image; `image_id` int32 [b]; `mask` bool [b]. An example keeps
   its first N boxes in stored order: boxes beyond N are dropped, as are degenerate boxes (no
-  width or height) and crowd boxes where the dataset marks them.
+  width or height) and crowd boxes where the dataset marks them. Where the dataset has instance
+  masks (`entry.instances_key`), `instances` int32 [b, S, S] is 1 + the box slot of the object
+  on each of its pixels and 0 elsewhere (background, padding, and the pixels of dropped
+  objects): the masks of all N slots in one map, since the objects do not overlap.
 
 Where the image lands (a `Placement`: scaled to (height, width), its top-left corner at
 (top, left) on the S x S canvas, negative where cropped):
@@ -239,14 +242,19 @@ def parse_example(entry: DatasetEntry, example: dict[str, Any]) -> dict[str, Any
     boxes = np.asarray(objects["bbox"], np.float32).reshape(-1, 4)
     labels = np.asarray(objects["label"], np.int64).reshape(-1).astype(np.int32)
     if entry.crowd_key:
+        # Dropping boxes would shift the objects' indices that an instance map refers to.
+        assert not entry.instances_key, entry.name
         single = ~np.asarray(objects[entry.crowd_key], bool).reshape(-1)
         boxes, labels = boxes[single], labels[single]
-    return {
+    out = {
         "image": image,
         "boxes": boxes,
         "labels": labels,
         "image_id": int(np.asarray(example[entry.id_key])),
     }
+    if entry.instances_key:
+        out["instances"] = np.asarray(example[entry.instances_key], np.uint8)
+    return out
 
 
 @functools.lru_cache(maxsize=8)
@@ -279,6 +287,8 @@ def load_dense_arrays(name: str, split: str, data_dir: str) -> dict[str, np.ndar
             arrays["labels"][i, : counts[i]] = ex["labels"]
         arrays["num_boxes"] = counts
         arrays["image_id"] = np.asarray([ex["image_id"] for ex in examples], np.int32)
+        if entry.instances_key:
+            arrays["instances"] = np.stack([ex["instances"] for ex in examples])
     for array in arrays.values():
         array.setflags(write=False)
     return arrays
@@ -321,7 +331,7 @@ class DenseExamples:
         a = self._arrays
         if self._entry.kind == "segmentation":
             return [{"image": a["image"][i], "segmentation": a["segmentation"][i]} for i in indices]
-        return [
+        examples = [
             {
                 "image": a["image"][i],
                 "boxes": a["boxes"][i, : a["num_boxes"][i]],
@@ -330,6 +340,10 @@ class DenseExamples:
             }
             for i in indices
         ]
+        if "instances" in a:
+            for ex, i in zip(examples, indices, strict=True):
+                ex["instances"] = a["instances"][i]
+        return examples
 
 
 # -- batches -------------------------------------------------------------------------------------
@@ -382,6 +396,8 @@ class DenseBatchMaker:
             batch["size"] = np.full((b, 2), s, np.int32)
             batch["orig_size"] = np.full((b, 2), s, np.int32)
             batch["image_id"] = np.zeros((b,), np.int32)
+            if e.instances_key:
+                batch["instances"] = np.zeros((b, s, s), np.int32)
         return batch
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
@@ -425,6 +441,13 @@ class DenseBatchMaker:
             content = (s, s) if e.empty_canvas else (y1, x1)
             boxes, keep = place_boxes(ex["boxes"], p, content)
             boxes, labels = boxes[keep][: e.max_boxes], ex["labels"][keep][: e.max_boxes]
+            if e.instances_key:
+                # Stored value 1 + k -> 1 + the slot of object k; dropped objects -> 0.
+                slot_of = np.zeros(256, np.int32)
+                kept = np.flatnonzero(keep)[: e.max_boxes]
+                slot_of[kept + 1] = np.arange(1, len(kept) + 1)
+                placed = place_array(ex["instances"], p, s, nearest=True, fill=0)
+                batch["instances"][slot] = slot_of[placed]
             batch["boxes"][slot, : len(boxes)] = boxes
             batch["labels"][slot, : len(labels)] = labels
             batch["box_mask"][slot, : len(labels)] = True

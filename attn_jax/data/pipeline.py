@@ -191,6 +191,8 @@ class DatasetSpec:
             evaluations by; None: no buckets.
         ignore_label: segmentation: the class id of pixels that must not count; else None.
         max_boxes: detection: N, boxes per example (padded, `box_mask`); else None.
+        instances: detection: whether batches carry the instance map `instances` (int32
+            [H, W], 0 background, 1 + the box slot of the object on its pixels).
         text_length: image_text: T, tokens per caption row, SOT and EOT included; else None.
         num_captions: image_text: K, captions per image; else None.
         pad_multiple: detection with DETR's multi-scale recipe (coco): batches vary in shape, H
@@ -213,6 +215,7 @@ class DatasetSpec:
     length_buckets: tuple[int, ...] | None = None
     ignore_label: int | None = None
     max_boxes: int | None = None
+    instances: bool = False
     text_length: int | None = None
     num_captions: int | None = None
     pad_multiple: int | None = None
@@ -238,7 +241,7 @@ class DatasetSpec:
             }
         if self.kind == "detection":
             n = self.max_boxes
-            return {
+            spec = {
                 "image": image,
                 "pixel_mask": (hw, "bool"),
                 "boxes": ((n, 4), "float32"),
@@ -248,6 +251,9 @@ class DatasetSpec:
                 "orig_size": ((2,), "int32"),
                 "image_id": ((), "int32"),
             }
+            if self.instances:
+                spec["instances"] = (hw, "int32")
+            return spec
         return {"image": image, "label": ((), "int32")}
 
 
@@ -433,7 +439,11 @@ def dataset_info(data_cfg: Mapping[str, Any]) -> DatasetSpec:
     if entry.kind == "segmentation":
         kind_fields = {"kind": "segmentation", "ignore_label": entry.ignore_label}
     elif entry.kind == "detection":
-        kind_fields = {"kind": "detection", "max_boxes": entry.max_boxes}
+        kind_fields = {
+            "kind": "detection",
+            "max_boxes": entry.max_boxes,
+            "instances": bool(entry.instances_key),
+        }
     elif entry.kind == "image_text":
         kind_fields = {
             "kind": "image_text",

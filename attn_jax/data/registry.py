@@ -116,6 +116,9 @@ class DatasetEntry:
             xmin, ymax, xmax) and `label`.
         crowd_key: detection only: the objects' crowd flag (those boxes are dropped); "": none.
         id_key: detection only: the feature holding the integer image id.
+        instances_key: detection only: the feature holding the instance map (0 background,
+            1 + the object's index in `objects_key` on its pixels; objects must not overlap), read
+            into the batch's `instances`; "": none.
         text_length: image_text only: T, tokens per caption row (SOT and EOT included).
         num_captions: image_text only: K, captions per image.
     """
@@ -154,6 +157,7 @@ class DatasetEntry:
     objects_key: str = "objects"
     crowd_key: str = ""
     id_key: str = "id"
+    instances_key: str = ""
     text_length: int | None = None
     num_captions: int = 0
 
@@ -261,6 +265,7 @@ DIGIT_DETECTION = DatasetEntry(
     num_classes=_scenes.NUM_CLASSES,
     kind="detection",
     max_boxes=_scenes.MAX_DIGITS,
+    instances_key="instances",
     **_DIGIT_SCENES,
 )
 

@@ -1,5 +1,5 @@
-"""COCO-style detection AP through pycocotools (Lin et al. 2014, "Microsoft COCO: Common Objects in
-Context", ECCV 2014; the metric definitions of cocodataset.org/#detection-eval).
+"""COCO-style detection and mask AP through pycocotools (Lin et al. 2014, "Microsoft COCO: Common
+Objects in Context", ECCV 2014; the metric definitions of cocodataset.org/#detection-eval).
 
 AP is the mean over IoU thresholds 0.50:0.05:0.95 and over categories of the area under the
 precision/recall curve, sampled at the 101 recall points 0, 0.01, ..., 1 after making precision
@@ -11,7 +11,8 @@ range (pycocotools' convention), e.g. APs on a split without small objects.
 
 The ground truth here has boxes only: an object's area is its box area unless `gt_areas` is given
 (the official annotations use the segmentation area, so APs/m/l can differ a little from official
-numbers; AP, AP50 and AP75 over all areas do not depend on it).
+numbers; AP, AP50 and AP75 over all areas do not depend on it). `coco_segmentation_metrics` is the
+same evaluation for binary masks (pycocotools' "segm": mask IoU, mask area).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import io
 import logging
 
 import numpy as np
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -146,10 +148,14 @@ def coco_detection_metrics(
         det_image_ids, det_boxes, det_labels, det_xywh[:, 2] * det_xywh[:, 3], det_scores
     )
 
+    return _evaluate(images, categories, gt_anns, det_anns, "bbox")
+
+
+def _evaluate(images, categories, gt_anns, det_anns, iou_type: str) -> dict[str, float]:
     coco_gt = _coco_from_annotations(images, categories, gt_anns)
     coco_dt = _coco_from_annotations(images, categories, det_anns)
-    evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
-    evaluator.params.imgIds = image_ids.tolist()
+    evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
+    evaluator.params.imgIds = [image["id"] for image in images]
     log = io.StringIO()
     with contextlib.redirect_stdout(log):  # COCOeval prints progress and its summary table
         evaluator.evaluate()
@@ -157,3 +163,80 @@ def coco_detection_metrics(
         evaluator.summarize()
     logger.debug("%s", log.getvalue())
     return {name: float(v) for name, v in zip(METRIC_NAMES, evaluator.stats, strict=True)}
+
+
+def _mask_annotations(image_ids, masks, labels, scores=None) -> list[dict]:
+    anns = []
+    for i, (image_id, mask, label) in enumerate(
+        zip(image_ids.tolist(), masks, labels.tolist(), strict=True)
+    ):
+        # Compressed RLE, which COCOeval's segm IoU reads as it is.
+        rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, np.uint8)))
+        ann = {
+            "id": i + 1,  # 0 would read as "unmatched" (see _annotations)
+            "image_id": int(image_id),
+            "category_id": int(label),
+            "segmentation": rle,
+            "area": float(mask_utils.area(rle)),
+            "bbox": mask_utils.toBbox(rle).tolist(),
+            "iscrowd": 0,
+        }
+        if scores is not None:
+            ann["score"] = float(scores[i])
+        anns.append(ann)
+    return anns
+
+
+def coco_segmentation_metrics(
+    *,
+    image_ids: np.ndarray,
+    image_sizes: np.ndarray,
+    gt_image_ids: np.ndarray,
+    gt_masks: np.ndarray,
+    gt_labels: np.ndarray,
+    det_image_ids: np.ndarray,
+    det_masks: np.ndarray,
+    det_scores: np.ndarray,
+    det_labels: np.ndarray,
+) -> dict[str, float]:
+    """COCO mask AP and AR (pycocotools' "segm" evaluation): `coco_detection_metrics` with the
+    IoU of binary masks, run-length encoded by `pycocotools.mask.encode`, in place of boxes, and
+    an object's area its mask's pixel count.
+
+    Args:
+      image_ids: [I] ids of every evaluated image.
+      image_sizes: [I, 2] (height, width) in pixels.
+      gt_image_ids: [G] image id of each ground-truth mask.
+      gt_masks: [G, H, W] bool masks (or a list of [H_i, W_i] masks, each its image's size).
+      gt_labels: [G] category ids.
+      det_image_ids: [D] image id of each detection.
+      det_masks: [D, H, W] bool masks (or a list, as gt_masks).
+      det_scores: [D] confidences.
+      det_labels: [D] category ids.
+
+    Returns:
+      {"AP", "AP50", ..., "ARl"} as in `coco_detection_metrics`, for masks.
+    """
+    image_ids = np.asarray(image_ids).reshape(-1)
+    image_sizes = np.asarray(image_sizes).reshape(-1, 2)
+    gt_image_ids = np.asarray(gt_image_ids).reshape(-1)
+    gt_labels = np.asarray(gt_labels).reshape(-1)
+    det_image_ids = np.asarray(det_image_ids).reshape(-1)
+    det_scores = np.asarray(det_scores, np.float64).reshape(-1)
+    det_labels = np.asarray(det_labels).reshape(-1)
+    if len(np.unique(image_ids)) != len(image_ids):
+        raise ValueError("image_ids must be unique; give every evaluated image its own id")
+    if len(image_sizes) != len(image_ids):
+        raise ValueError(f"image_sizes has {len(image_sizes)} rows for {len(image_ids)} images")
+    if not (len(gt_image_ids) == len(gt_masks) == len(gt_labels)):
+        raise ValueError("gt_image_ids, gt_masks and gt_labels must have one row per object")
+    if not (len(det_image_ids) == len(det_masks) == len(det_scores) == len(det_labels)):
+        raise ValueError("det_image_ids, det_masks, det_scores, det_labels: one row per mask")
+    images = [
+        {"id": int(i), "height": int(h), "width": int(w)}
+        for i, (h, w) in zip(image_ids.tolist(), image_sizes.tolist(), strict=True)
+    ]
+    categories = [{"id": int(c)} for c in np.union1d(gt_labels, det_labels).tolist()]
+    gt_anns = _mask_annotations(gt_image_ids, gt_masks, gt_labels)
+    det_anns = _mask_annotations(det_image_ids, det_masks, det_labels, det_scores)
+    return _evaluate(images, categories, gt_anns, det_anns, "segm")

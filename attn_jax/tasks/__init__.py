@@ -13,6 +13,7 @@ from attn_jax.tasks.detection import Detection
 from attn_jax.tasks.jigsaw import Jigsaw
 from attn_jax.tasks.masked_image import MaskedImageModeling
 from attn_jax.tasks.masked_language import MaskedLanguage
+from attn_jax.tasks.panoptic import PanopticDetection
 from attn_jax.tasks.reinforce import Reinforce
 from attn_jax.tasks.segmentation import Segmentation
 from attn_jax.tasks.seq2seq import Seq2SeqTask
@@ -23,6 +24,7 @@ TASKS = {
     "reinforce": Reinforce,
     "segmentation": Segmentation,
     "detection": Detection,
+    "panoptic": PanopticDetection,
     "contrastive": Contrastive,
     "masked_language": MaskedLanguage,
     "masked_image": MaskedImageModeling,

@@ -51,7 +51,6 @@ predictions (eval/coco.py), through the trainer's host-side hook `eval_outputs` 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -350,8 +349,38 @@ class Detection:
             )
         return outputs, aux["layer_logits"], aux["layer_boxes"]
 
-    def loss_terms(
+    def match(
         self, layer_logits: jax.Array, layer_boxes: jax.Array, batch: dict[str, jax.Array]
+    ) -> jax.Array:
+        """The Hungarian matching of every layer's predictions (eq. 1): [L, B, N] int32, the
+        query matched to each target, -1 for padded targets and padded images."""
+        logits = layer_logits.astype(jnp.float32)
+        n_layers, b, q, c = logits.shape
+        valid = batch["box_mask"].astype(bool) & batch["mask"].astype(bool)[:, None]  # [B, N]
+        labels = batch["labels"].astype(jnp.int32)
+        target = batch["boxes"].astype(jnp.float32)
+        # Matching costs, from the predictions without gradient: [L, B, Q, N].
+        prob = jax.nn.softmax(jax.lax.stop_gradient(logits), axis=-1)
+        cost_class = -jnp.einsum("lbqc,bnc->lbqn", prob, jax.nn.one_hot(labels, c))
+        fixed = jax.lax.stop_gradient(layer_boxes.astype(jnp.float32))
+        cost_l1 = jnp.abs(fixed[:, :, :, None, :] - target[None, :, None, :, :]).sum(-1)
+        cost_giou = -box_ops.pairwise_generalized_iou(
+            box_ops.cxcywh_to_xyxy(fixed), box_ops.cxcywh_to_xyxy(target)[None]
+        )
+        w_class, w_l1, w_giou = self.costs
+        cost = w_class * cost_class + w_l1 * cost_l1 + w_giou * cost_giou
+        layer_valid = jnp.broadcast_to(valid, (n_layers, *valid.shape))
+        query = hungarian_match(
+            cost.reshape(n_layers * b, q, -1), layer_valid.reshape(n_layers * b, -1)
+        )
+        return query.reshape(n_layers, b, -1)
+
+    def loss_terms(
+        self,
+        layer_logits: jax.Array,
+        layer_boxes: jax.Array,
+        batch: dict[str, jax.Array],
+        query: jax.Array | None = None,
     ) -> dict[str, jax.Array]:
         """Matches every layer's predictions and returns the loss's sums, before normalizing.
 
@@ -359,6 +388,7 @@ class Detection:
           layer_logits: [L, B, Q, K + 1].
           layer_boxes: [L, B, Q, 4] normalized cxcywh.
           batch: with "boxes" [B, N, 4], "labels" [B, N], "box_mask" [B, N], "mask" [B].
+          query: the matching `match` returns, when the caller has it already.
 
         Returns:
           Per layer [L]: "ce" (weighted cross-entropy sum), "ce_weight" (its weight sum),
@@ -376,22 +406,9 @@ class Detection:
         labels = batch["labels"].astype(jnp.int32)
         target = batch["boxes"].astype(jnp.float32)
         target_xyxy = box_ops.cxcywh_to_xyxy(target)
-
-        # Matching costs, from the predictions without gradient: [L, B, Q, N].
-        prob = jax.nn.softmax(jax.lax.stop_gradient(logits), axis=-1)
-        cost_class = -jnp.einsum("lbqc,bnc->lbqn", prob, jax.nn.one_hot(labels, c))
-        fixed = jax.lax.stop_gradient(pred)
-        cost_l1 = jnp.abs(fixed[:, :, :, None, :] - target[None, :, None, :, :]).sum(-1)
-        cost_giou = -box_ops.pairwise_generalized_iou(
-            box_ops.cxcywh_to_xyxy(fixed), target_xyxy[None]
-        )
-        w_class, w_l1, w_giou = self.costs
-        cost = w_class * cost_class + w_l1 * cost_l1 + w_giou * cost_giou
+        if query is None:
+            query = self.match(layer_logits, layer_boxes, batch)  # [L, B, N]
         layer_valid = jnp.broadcast_to(valid, (n_layers, *valid.shape))
-        query = hungarian_match(
-            cost.reshape(n_layers * b, q, -1), layer_valid.reshape(n_layers * b, -1)
-        )
-        query = query.reshape(n_layers, b, -1)  # [L, B, N]
         matched = layer_valid & (query >= 0)
         weight = matched.astype(jnp.float32)
         safe = jnp.maximum(query, 0)
@@ -522,73 +539,41 @@ class Detection:
             return str(names[label])
         return str(label)
 
-    def plot_examples(
-        self, model, params, batch: dict[str, Any], vocab, out_dir, max_images: int = 4
-    ) -> Path | None:
-        """Writes <out_dir>/detections.png: a few images with the predicted boxes (score above
-        `plot_threshold`, else the top three) labelled with class and score, in red, and the
-        ground truth in green. `vocab` may be the class names (index = class id)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    def figure_data(
+        self, model, params, batch: dict[str, Any], vocab, max_images: int = 4
+    ) -> dict[str, Any]:
+        """What attn_jax.figures draws after training: {"detections": a few images (resized,
+        unpadded: the boxes' own reference frame) with the ground truth and the predicted boxes
+        (score above `plot_threshold`, else the top three) in pixels, tagged with class (and
+        score)}; {} when the batch holds no real example. `vocab` may be the class names (index =
+        class id)."""
         real = np.flatnonzero(np.asarray(batch["mask"]))[:max_images]
         if real.size == 0:
-            return None
+            return {}
         sub = {k: jnp.asarray(np.asarray(v)[real]) for k, v in batch.items()}
         outputs, _ = model.apply({"params": params}, sub["image"], sub["pixel_mask"], train=False)
         size = np.asarray(sub["size"])
-        # Drawn on the resized, unpadded image: the boxes' own reference frame.
         scores, labels, pred = jax.device_get(
             postprocess(outputs["logits"], outputs["boxes"], size)
         )
         gt = np.asarray(
             box_ops.to_pixels(box_ops.cxcywh_to_xyxy(sub["boxes"].astype(jnp.float32)), size)
         )
-        fig, axes = plt.subplots(1, len(real), figsize=(4 * len(real), 4), squeeze=False)
-        for i, ax in enumerate(axes[0]):
+        gt_labels, gt_valid = np.asarray(sub["labels"]), np.asarray(sub["box_mask"]).astype(bool)
+        fields = ("images", "truth_boxes", "truth_names", "pred_boxes", "pred_names")
+        data: dict[str, list] = {k: [] for k in fields}
+        for i in range(len(real)):
             h, w = size[i]
-            image = np.asarray(sub["image"][i, :h, :w], np.float32)
-            image = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
-            ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
-            for box, label, ok in zip(
-                gt[i], np.asarray(sub["labels"][i]), np.asarray(sub["box_mask"][i]), strict=True
-            ):
-                if ok:
-                    self._draw(ax, box, self._class_name(int(label), vocab), "lime", "--")
+            data["images"].append(np.asarray(sub["image"][i, :h, :w], np.float32))
+            data["truth_boxes"].append(gt[i][gt_valid[i]])
+            data["truth_names"].append(
+                [self._class_name(int(c), vocab) for c in gt_labels[i][gt_valid[i]]]
+            )
             keep = np.flatnonzero(scores[i] > self.plot_threshold)
             if keep.size == 0:
                 keep = np.argsort(-scores[i])[:3]
-            for j in keep:
-                name = f"{self._class_name(int(labels[i, j]), vocab)} {scores[i, j]:.2f}"
-                self._draw(ax, pred[i, j], name, "red", "-")
-            ax.set_axis_off()
-        fig.suptitle("predictions (red) and ground truth (green)")
-        fig.tight_layout()
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / "detections.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
-
-    @staticmethod
-    def _draw(ax, box, text: str, color: str, style: str) -> None:
-        import matplotlib.patches as patches
-
-        x0, y0, x1, y1 = (float(v) for v in box)
-        ax.add_patch(
-            patches.Rectangle(
-                (x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linestyle=style, lw=1.5
+            data["pred_boxes"].append(pred[i][keep])
+            data["pred_names"].append(
+                [f"{self._class_name(int(labels[i, j]), vocab)} {scores[i, j]:.2f}" for j in keep]
             )
-        )
-        ax.text(
-            x0,
-            y0,
-            text,
-            color="white",
-            fontsize=7,
-            va="bottom",
-            bbox={"facecolor": color, "alpha": 0.6, "pad": 1, "edgecolor": "none"},
-        )
+        return {"detections": data}

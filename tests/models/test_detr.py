@@ -245,7 +245,7 @@ def test_mask_resize_is_torch_nearest():
         (dict(d_model=18), "d_model=18"),
         (dict(backbone_stage=3), "backbone_stage=3"),
         (dict(backbone="resnet51"), "backbone='resnet51'"),
-        (dict(backbone_norm="batch"), "backbone_norm='batch'"),
+        (dict(backbone_norm="layer"), "backbone_norm='layer'"),
         (dict(variant="R99"), "unknown DETR variant"),
     ],
 )

@@ -96,8 +96,9 @@ PARAM_COUNTS: dict[str, dict[str | None, Count]] = {
         "sutskever": Count(64_332_100, OURS),
     },
     "bahdanau": {
-        "small": Count(551_012, OURS),
-        "rnnsearch": Count(35_249_100, OURS),
+        # Gated units and the maxout readout (appendix A) since issue 18.
+        "small": Count(463_204, OURS),
+        "rnnsearch": Count(28_386_100, OURS),
     },
     "transformer": {
         # Table 3 says 65M and 213M; with a shared vocabulary of 37,000 (FAITHFULNESS 2).
@@ -131,6 +132,14 @@ PARAM_COUNTS: dict[str, dict[str | None, Count]] = {
         ),
         "R18": Count(28_843_552, OURS),
         "digits": Count(325_615, OURS, (("num_classes", 10),), ((1, 64, 64, 1),)),
+        # Swin-T without its head (28,288,354 - 769,000) under DETR-R50's transformer, a stage
+        # norm (1,536), input projection 768 -> 256 and the heads (tests/models/test_detr_masks.py).
+        "swin_T": Count(
+            45_263_066,
+            "Swin-T's published count + DETR's parts",
+            parts=(("backbone", 27_519_354), ("transformer", 17_363_456)),
+        ),
+        "swin_digits": Count(382_971, OURS, (("num_classes", 10),), ((1, 64, 64, 1),)),
     },
     "setr": {
         "S/16": Count(24_678_678, OURS),

@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from scipy.optimize import linear_sum_assignment
 
 from attn_jax import boxes as box_ops
+from attn_jax.figures.examples import draw_examples
 from attn_jax.models import build_model
 from attn_jax.tasks import build_task
 from attn_jax.tasks.detection import Detection, hungarian_match, postprocess
@@ -487,7 +488,8 @@ def test_coco_evaluation_through_the_loop_ignores_batch_size_and_padding(setup):
 
 def test_plot_examples_writes_the_figure(setup, tmp_path):
     model, task, params, _ = setup
-    path = task.plot_examples(model, params, _batch(b=2, seed=2), ["cat", "dog", "bird"], tmp_path)
+    data = task.figure_data(model, params, _batch(b=2, seed=2), ["cat", "dog", "bird"])
+    (path,) = draw_examples(data, tmp_path)
     assert path == tmp_path / "detections.png" and path.stat().st_size > 1000
 
 
