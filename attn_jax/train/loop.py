@@ -30,14 +30,15 @@ from attn_jax import config as config_lib
 from attn_jax import data as data_lib
 from attn_jax import errors
 from attn_jax.eval.evaluators import Evaluator, build_evaluators, target_evaluator
+from attn_jax.figures.curves import plot_curves
+from attn_jax.figures.examples import draw_examples
 from attn_jax.models import build_model, count_params
 from attn_jax.tasks import build_task
 from attn_jax.train import sharding as shard_lib
 from attn_jax.train import workdir as workdir_lib
-from attn_jax.train.checkpoint import Checkpointer, init_params_from
+from attn_jax.train.checkpoint import Checkpointer, init_variables_from
 from attn_jax.train.metric_writers import MetricWriter, read_metrics
 from attn_jax.train.optim import make_optimizer
-from attn_jax.train.plots import plot_curves
 from attn_jax.train.preemption import StopRequest
 from attn_jax.train.state import TrainState, bind_state
 
@@ -96,6 +97,14 @@ def build_experiment(config: ml_collections.ConfigDict, *, with_data: bool = Tru
         task.vocab = data_lib.get_vocab(config.data)
     if with_data and getattr(task, "needs_prompts", False):  # zero-shot classes from templates
         task.prompts, task.class_names = data_lib.zero_shot_prompts(config.data)
+    mix = data_lib.mix_options(config.data)  # Mixup/CutMix act in the task's loss, on device
+    if mix and not hasattr(task, "mix"):
+        raise config_lib.ConfigError(
+            f"config.data.mixup/cutmix mix image-label batches, which the {type(task).__name__} "
+            "task does not train on; set both to 0"
+        )
+    if mix:
+        task.mix = mix
     total_steps = config_lib.resolve_total_steps(config, spec.num_examples[config.data.train_split])
     return Experiment(config, spec, model, task, total_steps)
 
@@ -313,10 +322,14 @@ def _path_name(path) -> str:
 def tp_axes_of(model, init_inputs) -> dict[str, tuple]:
     """{parameter path: mesh axis per dimension} from the model's Flax logical axes (the block
     family names attention heads and MLP hidden units), through `shard_lib.TP_RULES`."""
-    boxed = jax.eval_shape(
-        lambda k: model.init({"params": k}, *[jnp.zeros(x.shape, x.dtype) for x in init_inputs]),
-        jax.random.key(0),
-    )["params"]
+    # The blocks box their parameters with logical axes only while rules are set.
+    with nn.logical_axis_rules(shard_lib.TP_RULES):
+        boxed = jax.eval_shape(
+            lambda k: model.init(
+                {"params": k}, *[jnp.zeros(x.shape, x.dtype) for x in init_inputs]
+            ),
+            jax.random.key(0),
+        )["params"]
     specs = nn.get_partition_spec(boxed)
     out = {}
     for path, spec in jax.tree_util.tree_flatten_with_path(
@@ -474,7 +487,10 @@ def _train_in(config, workdir: Path, exp: Experiment, mesh) -> dict[str, Any]:
         init_key = jax.random.key(config.seed)
         state = jax.jit(init_fn, out_shardings=state_sharding)(init_key)
         if config.get("init_from"):
-            state = state.replace(params=_params_from(config, state.params, verbose=is_main))
+            params, model_state = _variables_from(
+                config, state.params, state.model_state, verbose=is_main
+            )
+            state = state.replace(params=params, model_state=model_state)
         start = 0
     # Written only once the checkpoint (if any) is known to fit, so that a bad restart never
     # replaces the config that the workdir's checkpoints were trained with.
@@ -639,12 +655,14 @@ def _train_in(config, workdir: Path, exp: Experiment, mesh) -> dict[str, Any]:
         _close_quietly(ckpt)
         writer.close()
     if is_main and config.get("plots", True):
-        plot_curves(workdir, getattr(exp.task, "curve_metrics", ("accuracy", "loss")))
+        curves = getattr(exp.task, "curve_metrics", ("accuracy", "loss"))
+        plot_curves(read_metrics(workdir), workdir / "plots", curves, name=workdir.name)
         # Attention figures run un-jitted on this host; parameters that span processes cannot.
-        if hasattr(exp.task, "plot_examples") and jax.process_count() == 1:
+        if hasattr(exp.task, "figure_data") and jax.process_count() == 1:
             batch = next(iter(_eval_batches(config, evaluators[0])))
             vocab = data_lib.get_vocab(config.data) if exp.spec.kind == "text" else None
-            exp.task.plot_examples(exp.model, state.params, batch, vocab, workdir / "plots")
+            figures = exp.task.figure_data(exp.model, state.params, batch, vocab)
+            draw_examples(figures, workdir / "plots")
     result = {"step": exp.total_steps, **last_eval}
     result.update({f"train/{k}": v for k, v in last_train.items() if k in ("loss", "accuracy")})
     if skipped_total:
@@ -714,23 +732,27 @@ def _disk_full_message(workdir: Path, ckpt: Checkpointer, step: int) -> str:
     )
 
 
-def _params_from(config: ml_collections.ConfigDict, params, *, verbose: bool = True):
-    """`params` with the leaves of `config.init_from` loaded (fine-tuning, linear probes).
+def _variables_from(config: ml_collections.ConfigDict, params, model_state, *, verbose=True):
+    """(params, model_state) with the leaves of `config.init_from` loaded (fine-tuning, linear
+    probes, a converted reference backbone), BatchNorm statistics included.
 
     `init_from_prefix` names the source's subtree that holds this model ("encoder" for MIM
-    pretraining), `init_from_fresh` the leaves that keep their fresh values ("head"); `config.get`
-    keeps the config.json of older runs, which lack both keys, loadable.
+    pretraining), `init_into` this model's subtree that it fills ("backbone"),
+    `init_from_fresh` the leaves that keep their fresh values ("head"); `config.get` keeps the
+    config.json of older runs, which lack these keys, loadable.
     """
     fresh = config.get("init_from_fresh", ()) or ()
-    params, report = init_params_from(
+    params, model_state, report = init_variables_from(
         config.init_from,
         params,
+        model_state,
         prefix=config.get("init_from_prefix", "") or "",
         fresh=(fresh,) if isinstance(fresh, str) else tuple(fresh),
+        into=config.get("init_into", "") or "",
     )
     if verbose:
         tqdm.write(report.summary(), file=sys.stderr)
-    return params
+    return params, model_state
 
 
 def evaluate(
