@@ -3,8 +3,10 @@
 import os
 import tempfile
 
+from xla_env import xla_flags
+
 # Must be set before jax is imported anywhere in the test process.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("XLA_FLAGS", xla_flags(4))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Launcher tests start many short processes that compile the same programs: a persistent
 # compilation cache shared by the whole session (its subprocesses, and pytest-xdist's workers,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from xla_env import xla_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +22,7 @@ def train_run(tmp_path):
         env = dict(
             os.environ,
             TFDS_DATA_DIR=str(tmp_path / "tfds"),
-            XLA_FLAGS="--xla_force_host_platform_device_count=1",
+            XLA_FLAGS=xla_flags(1),
         )
         workdir = tmp_path / "run"
         proc = subprocess.run(

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from xla_env import xla_flags
 
 from attn_jax.errors import EXIT_PREEMPTED
 
@@ -39,12 +40,12 @@ TINY = [
 def env(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("tfds")
     e = dict(os.environ, TFDS_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
-    e["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    e["XLA_FLAGS"] = xla_flags(1)
     return e
 
 
 def launch(args, env, *, devices=1, check=True, timeout=600):
-    e = dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    e = dict(env, XLA_FLAGS=xla_flags(devices))
     proc = subprocess.run(
         [sys.executable, LAUNCH, *args],
         env=e,
@@ -140,23 +141,22 @@ def train_losses(workdir: Path, after: int = 0) -> list[float]:
 
 
 def test_one_and_four_devices_give_the_same_losses(env, tmp_path):
-    """Data parallelism over 4 devices trains the 1-device model; a checkpoint written on 4
-    devices resumes on 1 and on 2 (parameters and input position restored exactly: the resumed
-    steps' losses are the uninterrupted run's)."""
+    """Data parallelism over 4 devices trains the 1-device model, and a checkpoint written on 4
+    devices resumes on 1 and on 2: a 12-step run on 4 devices, stopped at step 6 and resumed on 1
+    (or 2) devices, has the uninterrupted 4-device run's losses at every step (parameters and
+    input position restored exactly; each device count feeds and reduces the same global batch)."""
     args = MOVING
-    one = launch(["train", "--workdir", str(tmp_path / "d1"), *args], env, devices=1)
     four = launch(["train", "--workdir", str(tmp_path / "d4"), *args], env, devices=4)
-    assert "on 1 device" in one.stderr and "on 4 device" in four.stderr
-    l1, l4 = train_losses(tmp_path / "d1"), train_losses(tmp_path / "d4")
-    assert len(l1) == len(l4) == 12 and max(l1) - min(l1) > 0.01  # not a constant
-    np.testing.assert_allclose(l1, l4, atol=1e-5, rtol=0)
+    assert "on 4 device" in four.stderr
+    l4 = train_losses(tmp_path / "d4")
+    assert len(l4) == 12 and max(l4) - min(l4) > 0.01  # not a constant
 
     launch(["train", "--workdir", str(tmp_path / "h4"), *args, *HALF], env, devices=4)
     shutil.copytree(tmp_path / "h4", tmp_path / "h4_on2")
     for workdir, devices in ((tmp_path / "h4", 1), (tmp_path / "h4_on2", 2)):
         resumed = launch(["train", "--workdir", str(workdir), *args, *REST], env, devices=devices)
-        assert "resuming at step 6" in resumed.stderr
-        np.testing.assert_allclose(train_losses(workdir, after=6), l4[6:], atol=1e-5, rtol=0)
+        assert "resuming at step 6" in resumed.stderr and f"on {devices} device" in resumed.stderr
+        np.testing.assert_allclose(train_losses(workdir), l4, atol=1e-5, rtol=0)
 
 
 def _free_port() -> int:
@@ -173,7 +173,7 @@ def _two_processes(env, workdir: Path, *args: str, slurm: bool = False) -> list[
     port = _free_port()
     procs = []
     for i in range(2):
-        e = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+        e = dict(env, XLA_FLAGS=xla_flags(1))
         if slurm:
             job = str(port)  # JAX derives the coordinator port from the job id
             e.update(
@@ -269,7 +269,7 @@ def test_sweep_ranks_runs_and_marks_the_failed_one(env, tmp_path):
     accs = [float(r.split("|")[5]) for r in rows[:3]]
     assert accs == sorted(accs, reverse=True)
     csv_lines = (out / "summary.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("rank,run,status,optim.schedule,test/accuracy")
+    assert csv_lines[0].startswith("rank,run,status,optim.schedule,validation/accuracy")
     assert len(csv_lines) == 5
 
 
