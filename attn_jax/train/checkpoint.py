@@ -12,7 +12,10 @@ shapes from the orbax metadata and restores only the leaves it needs (orbax's pa
 never the optimizer state. It also starts one from a downloaded reference checkpoint (a
 torchvision/timm ResNet state dict, a Hugging Face ViT/CLIP directory, a timm Swin directory)
 through the converters of attn_jax/pretrained/, placed into the subtree `into` names (DETR's
-"backbone"); a batch norm's four vectors go to a trainable norm or a frozen one alike.
+"backbone"); a batch norm's four vectors go to a trainable norm or a frozen one alike. A position
+grid saved at another resolution (a ViT's position embedding from 224 into a 384 model, a Swin
+table from window 7 into window 12) is resized bicubically as timm and the Swin repository do
+(attn_jax/pretrained/resample.py); any other shape mismatch stops with one line.
 
 A checkpoint that cannot be read (a torn write that escaped orbax's rename, a corrupted array file)
 never stops a resume: it is reported in one line, moved aside to checkpoints/unreadable/ (never
@@ -442,6 +445,7 @@ class InitReport:
     statistics_arrays: int = 0
     into: str = ""
     summed_colours: tuple[str, ...] = ()
+    resampled: tuple[str, ...] = ()  # "name AxA->BxB" for each position grid resized
 
     def summary(self) -> str:
         """One line for the log."""
@@ -457,11 +461,17 @@ class InitReport:
             if self.summed_colours
             else ""
         )
+        resampled = (
+            f", resampled {len(self.resampled)} position grid(s) bicubically "
+            f"({_listing(list(self.resampled), 2)})"
+            if self.resampled
+            else ""
+        )
         return (
             f"init_from {self.source}{at}{into}: loaded {self.loaded:,} parameters "
             f"({self.loaded_arrays} arrays){stats}, kept {self.fresh:,} fresh "
             f"({self.fresh_arrays}), ignored {self.ignored:,} of the source "
-            f"({self.ignored_arrays}){summed}"
+            f"({self.ignored_arrays}){summed}{resampled}"
         )
 
 
@@ -688,7 +698,9 @@ def init_variables_from(
 
     Returns:
       (params, model_state, report). Source leaves that no target leaf uses (a MIM decoder, a
-      classifier the backbone lacks) are counted in the report as ignored.
+      classifier the backbone lacks) are counted in the report as ignored. A position embedding
+      or relative-position table whose grid differs from this model's is resized bicubically
+      (`attn_jax.pretrained.resample.grid_resampler`) and named in the report.
 
     Raises:
       CheckpointError: no such workdir or step, unreadable metadata, a pattern of `fresh`, the
@@ -696,6 +708,8 @@ def init_variables_from(
         another shape there (all listed in one line, with the fix).
       PretrainedError: a reference checkpoint that cannot be read or converted.
     """
+    from attn_jax.pretrained.resample import grid_resampler
+
     path, step = parse_init_from(spec)
     model_state = dict(model_state or {})
     fresh = tuple(str(f) for f in fresh)
@@ -729,15 +743,21 @@ def init_variables_from(
                 f"config.init_from_prefix {prefix!r} is not a subtree of the parameters in "
                 f"{source.where}; its top-level names are {_listing(tops, 8)}"
             )
-        wanted, missing, misshaped, summed = {}, [], [], []
+        wanted, missing, misshaped, summed, resamplers = {}, [], [], [], {}
         for c, (leaves, _) in flat.items():
             for name, (_, leaf) in zip(names[c], leaves, strict=True):
                 if not name.startswith(inside) or any(_matches(name, p) for p in fresh):
                     continue
                 key = source.key(c, under + name[len(inside) :])
                 shown = name if c == "params" else f"{c}/{name}"
+                resample = None
+                if key in source.shapes and source.shapes[key] != tuple(leaf.shape):
+                    resample = grid_resampler(name, source.shapes[key], tuple(leaf.shape))
                 if key not in source.shapes:
                     missing.append(shown)
+                elif resample is not None:
+                    wanted[key] = (c, name, leaf)
+                    resamplers[key] = (f"{shown} {resample[0]}", resample[1])
                 elif source.shapes[key] != tuple(leaf.shape) and not source.grey(
                     key, tuple(leaf.shape)
                 ):
@@ -758,9 +778,18 @@ def init_variables_from(
                 "config.init_from_fresh (e.g. ('head',)), or use the config the source was "
                 "trained with"
             )
-        restored = source.read({k: leaf for k, (_, _, leaf) in wanted.items()})
+        restored = source.read(
+            {
+                k: _saved_shape(leaf, source.shapes[k]) if k in resamplers else leaf
+                for k, (_, _, leaf) in wanted.items()
+            }
+        )
     finally:
         source.close()
+    for k, (_, resample) in resamplers.items():
+        leaf = wanted[k][2]
+        x = resample(np.asarray(jax.device_get(restored[k])))
+        restored[k] = jax.device_put(x.astype(leaf.dtype), getattr(leaf, "sharding", None))
 
     by_target = {(c, n): restored[k] for k, (c, n, _) in wanted.items()}
     out, kept = {}, []
@@ -788,10 +817,18 @@ def init_variables_from(
         statistics_arrays=sum(1 for k in wanted if wanted[k][0] != "params"),
         into=into,
         summed_colours=tuple(summed),
+        resampled=tuple(note for note, _ in resamplers.values()),
     )
     new_params = out.get("params", params)
     new_state = {c: out.get(c, tree) for c, tree in model_state.items()}
     return new_params, new_state, report
+
+
+def _saved_shape(leaf, shape: tuple) -> jax.ShapeDtypeStruct:
+    """A stand-in for `leaf` with the source's shape, read onto one device: a leaf whose grid is
+    resampled after reading cannot take the target's (sharded) layout before."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.ShapeDtypeStruct(shape, leaf.dtype, sharding=device)
 
 
 def _get_or(tree, name):
