@@ -22,45 +22,28 @@ the identity, which is not the paper's experiment.
 
 import ml_collections
 
-from attn_jax.config import TRAIN_WITHOUT_VALIDATION, adamw_config, run_config
-from attn_jax.data import data_config
+from experiments.detr_digits import get_config as base_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = run_config(
-        "detr_r50_digits",
-        batch_size=32,
-        total_steps=10_000,
-        eval_every=1_000,
-        target_metric="validation/AP50",
-        eval_batch_size=64,
-        log_every=100,
-    )
-    c.data = data_config(name="digit_detection", augment=True, train_split=TRAIN_WITHOUT_VALIDATION)
+    c = base_config()
+    c.experiment = "detr_r50_digits"
+    c.batch_size = 32
+    c.total_steps = 10_000
+    c.eval_every = 1_000
+    c.checkpoint_every = 1_000
+    c.eval_batch_size = 64
     c.init_into = "backbone"
 
-    c.model = ml_collections.ConfigDict()
-    c.model.name = "detr"
-    c.model.variant = "digits"
     c.model.backbone = "resnet50"
     # The digits preset narrows its ResNet; here the backbone is the published ResNet-50.
     c.model.backbone_stage_sizes = (3, 4, 6, 3)
     c.model.backbone_width = 64
     c.model.backbone_norm = "frozen_batch"
     c.model.backbone_padding = "symmetric"  # torch's, which converted weights need
-    c.model.num_classes = ml_collections.config_dict.placeholder(int)  # None: the dataset's (10)
-    c.model.num_queries = 10
-    c.model.dropout_rate = 0.1
-    c.model.attention_fn = "dot_product"  # a function of attn_jax/attention/registry.py
-    c.model.attention_impl = "auto"  # or xla | cudnn | explicit | blockwise
-    c.model.dtype = "float32"  # bfloat16: bf16 computation, float32 parameters
 
-    c.task = ml_collections.ConfigDict()
-    c.task.name = "detection"
-    c.task.eos_coef = 0.1
-    c.task.aux_loss = True
-
-    c.optim = adamw_config(1e-4, weight_decay=1e-4, warmup_steps=200, grad_clip_norm=0.1)
+    c.optim.lr = 1e-4
+    c.optim.warmup_steps = 200
     # The paper's backbone lr, 1e-5; 0.0 freezes the backbone entirely.
     c.optim.lr_multipliers = ml_collections.ConfigDict({"backbone": 0.1})
     return c

@@ -26,43 +26,29 @@ run).
 
 import ml_collections
 
-from attn_jax.config import TRAIN_WITHOUT_VALIDATION, adamw_config, run_config
-from attn_jax.data import data_config
+from experiments.detr_digits import get_config as base_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = run_config(
-        "detr_seg_digit_scenes",
-        batch_size=64,
-        total_steps=3_000,  # about 53 epochs of the 3,600 training scenes
-        eval_every=500,
-        target_metric="validation/PQ",
-        eval_batch_size=100,
-        log_every=50,
-    )
-    c.data = data_config(name="digit_detection", augment=True, train_split=TRAIN_WITHOUT_VALIDATION)
-    # "<detr_digits workdir>[:<step>]"; the mask head's parameters start fresh.
-    c.init_from = ""
+    # detr_digits' data, model and loss, plus the mask head and its losses, for a shorter run.
+    c = base_config()
+    c.experiment = "detr_seg_digit_scenes"
+    c.total_steps = 3_000  # about 53 epochs of the 3,600 training scenes
+    c.eval_every = 500
+    c.checkpoint_every = 500
+    c.target_metric = "validation/PQ"
+    c.eval_batch_size = 100
+    c.log_every = 50
+    # init_from: "<detr_digits workdir>[:<step>]"; the mask head's parameters start fresh.
     c.init_from_fresh = ("bbox_attention", "mask_head")
 
-    c.model = ml_collections.ConfigDict()
-    c.model.name = "detr"
-    c.model.variant = "digits"
-    c.model.num_classes = ml_collections.config_dict.placeholder(int)  # None: the dataset's (10)
-    c.model.num_queries = 10
-    c.model.dropout_rate = 0.1
     c.model.mask_head = True
-    c.model.attention_fn = "dot_product"  # a function of attn_jax/attention/registry.py
-    c.model.attention_impl = "auto"  # or xla | cudnn | explicit | blockwise
-    c.model.dtype = "float32"  # bfloat16: bf16 computation, float32 parameters
 
-    c.task = ml_collections.ConfigDict()
     c.task.name = "panoptic"
-    c.task.eos_coef = 0.1
-    c.task.aux_loss = True
     c.task.mask_weight = 1.0  # focal
     c.task.dice_weight = 1.0
     c.task.panoptic_threshold = 0.85
 
-    c.optim = adamw_config(1e-4, weight_decay=1e-4, warmup_steps=100, grad_clip_norm=0.1)
+    c.optim.lr = 1e-4
+    c.optim.warmup_steps = 100
     return c

@@ -26,47 +26,17 @@ Needs coco/2017 prepared for tfds (README, "Real datasets") and accelerators.
 
 import ml_collections
 
-from attn_jax.config import adamw_config, run_config
-from attn_jax.data import data_config
+from experiments.detr_r50_coco import get_config as base_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = run_config(
-        "detr_swin_coco",
-        batch_size=16,
-        total_steps=0,
-        eval_every=7_393,  # one epoch of 118,287 images at 16 per step
-        target_metric="validation/AP",
-        eval_batch_size=16,
-        log_every=100,
-        validation_split="validation",
-        test_split=None,
-    )
-    c.num_epochs = 300
-    c.data = data_config(name="coco", eval_split="validation", augment=True)
-    # A converted timm Swin-T (see the docstring), loaded into DETR's "backbone" subtree.
-    c.init_from = ""
-    c.init_into = "backbone"
-
-    c.model = ml_collections.ConfigDict()
-    c.model.name = "detr"
+    c = base_config()
+    c.experiment = "detr_swin_coco"
+    # init_from names a converted timm Swin-T (see the docstring); init_into stays "backbone".
     c.model.variant = "swin_T"
-    c.model.num_classes = ml_collections.config_dict.placeholder(int)  # None: the dataset's
-    c.model.num_queries = 100
-    c.model.dropout_rate = 0.1
-    c.model.attention_fn = "dot_product"  # a function of attn_jax/attention/registry.py
-    c.model.attention_impl = "auto"  # or xla | cudnn | explicit | blockwise
-    c.model.dtype = "float32"  # bfloat16: bf16 computation, float32 parameters
-
-    c.task = ml_collections.ConfigDict()
-    c.task.name = "detection"
-    c.task.eos_coef = 0.1
-    c.task.aux_loss = True
-
-    c.optim = adamw_config(1e-4, weight_decay=1e-4, warmup_steps=0, grad_clip_norm=0.1)
-    c.optim.weight_decay_mask = "all"
-    c.optim.schedule = "step"
-    c.optim.lr_drop_fraction = 200 / 300
-    c.optim.lr_drop_factor = 0.1
+    # The ResNet's norm and padding have no counterpart in Swin.
+    del c.model.backbone_norm
+    del c.model.backbone_padding
+    # No frozen stem or stage 1: the whole Swin trains at a tenth of the lr.
     c.optim.lr_multipliers = ml_collections.ConfigDict({"backbone": 0.1})
     return c

@@ -12,15 +12,26 @@ cosine decay to 1e-5 / lr, gradient clipping at 5, label smoothing 0.1, 300 epoc
 recipe of its config (timm's): bicubic random-resized crops and flips, RandAugment
 rand-m9-mstd0.5-inc1, random erasing 0.25, Mixup 0.8 / CutMix 1.0 (switch 0.5) mixed on the
 device. Needs imagenet2012 prepared as array_record (README, "Real datasets") and accelerators.
+
+Variant `finetune` (`--config experiments/swin_imagenet.py:finetune`): Swin-T fine-tuned at 384 px
+with window 12 from a downloaded timm Swin-T (window 7, 224 px): set `--config.init_from` to its
+directory or state dict (the default `weights/swin_tiny_patch4_window7_224` is a placeholder to
+replace). The whole model is loaded, head included (both 1000 classes; an ImageNet-22k checkpoint
+needs `--config.init_from_fresh='("head",)'`), each 13x13 relative-position table resized
+bicubically to 23x23 (attn_jax/pretrained/resample.py). The official fine-tuning config
+(swin_*_window12_384_finetune.yaml): 30 epochs, 5 of warmup, AdamW lr 2e-5 per 512 images (4e-5
+at batch 1024) with cosine decay to 1/100 of it, weight decay 1e-8, the same data recipe.
 """
 
 import ml_collections
 
 from attn_jax.config import adamw_config, run_config
-from attn_jax.data import data_config
+from attn_jax.data import deit_data_config
+
+VARIANTS = ("scratch", "finetune")
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = "scratch") -> ml_collections.ConfigDict:
     c = run_config(
         "swin_imagenet",
         batch_size=1024,
@@ -33,18 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
         log_every=100,
     )
     c.num_epochs = 300
-    c.data = data_config(
-        name="imagenet2012",
-        eval_split="validation",
-        augment=True,
-        image_size=224,
-        interpolation="bicubic",
-        randaugment="rand-m9-mstd0.5-inc1",
-        random_erase=0.25,
-        mixup=0.8,
-        cutmix=1.0,
-        mix_switch_prob=0.5,
-    )
+    c.data = deit_data_config(name="imagenet2012", eval_split="validation", image_size=224)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "swin"
@@ -65,4 +65,21 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim = adamw_config(
         1e-3, weight_decay=0.05, warmup_steps=25_020, end_lr_factor=0.01, grad_clip_norm=5.0
     )
+    if variant == "finetune":
+        _finetune(c)
     return c
+
+
+def _finetune(c: ml_collections.ConfigDict) -> None:
+    """Swin-T from 224 px / window 7 to 384 px / window 12 (module docstring)."""
+    c.experiment = "swin_imagenet_finetune"
+    c.init_from = "weights/swin_tiny_patch4_window7_224"  # placeholder: a downloaded timm Swin
+    c.init_into = ""  # the whole model
+    c.init_from_fresh = ()
+    c.num_epochs = 30
+    c.data.image_size = 384
+    c.model.window = 12
+    # 5 of 30 epochs of 1,251 steps of 1024 images.
+    c.optim = adamw_config(
+        4e-5, weight_decay=1e-8, warmup_steps=6_255, end_lr_factor=0.01, grad_clip_norm=5.0
+    )

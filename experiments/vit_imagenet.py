@@ -15,14 +15,27 @@ flips, RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25, Mixup 0.8 / CutMix
 0.5) mixed on the device. Still the ViT paper's (ImageNet row): batch 4096, dropout 0.1 where
 DeiT has none and stochastic depth 0.1, no repeated augmentation (DeiT: 3; docs/fidelity.md).
 Needs imagenet2012 prepared as array_record (see README, "Real datasets").
+
+Variant `finetune` (`--config experiments/vit_imagenet.py:finetune`): the paper's fine-tuning of
+a pretrained ViT-B/16 at 384 px (Appendix B.1.1, Table 4) from a downloaded Hugging Face ViT
+directory: set `--config.init_from` to it (the default names `weights/vit-base-patch16-224-in21k`,
+a placeholder to replace). The whole model is loaded, its 14x14 position grid resized bicubically
+to 24x24 (attn_jax/pretrained/resample.py), the head trained from scratch (21k classes there);
+with an ImageNet-1k checkpoint (`vit-base-patch16-224`) `--config.init_from_fresh='()'` keeps its
+head. SGD momentum 0.9, no weight decay, gradient clipping at 1, batch 512, 20,000 steps with
+500 warmup (the official vit_jax config), cosine decay, lr 0.01 (the middle of the paper's sweep
+{0.003, 0.01, 0.03}); no dropout, label smoothing or DeiT augmentation (random crops and flips
+only); the converted port's exact GELU and LayerNorm epsilon 1e-12.
 """
 
 import ml_collections
 
-from attn_jax.data import data_config
+from attn_jax.data import deit_data_config
+
+VARIANTS = ("scratch", "finetune")
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = "scratch") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.experiment = "vit_imagenet"
     c.seed = 0
@@ -44,18 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.init_from_fresh = ()  # path prefixes that keep their fresh init, e.g. ("head",)
     c.plots = True
 
-    c.data = data_config(
-        name="imagenet2012",
-        eval_split="validation",
-        augment=True,
-        image_size=224,
-        interpolation="bicubic",
-        randaugment="rand-m9-mstd0.5-inc1",
-        random_erase=0.25,
-        mixup=0.8,
-        cutmix=1.0,
-        mix_switch_prob=0.5,
-    )
+    c.data = deit_data_config(name="imagenet2012", eval_split="validation", image_size=224)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "vit"
@@ -90,4 +92,39 @@ def get_config() -> ml_collections.ConfigDict:
     c.distributed.num_processes = 1
     c.distributed.process_id = 0
     c.distributed.coordinator_address = "127.0.0.1:12355"
+    if variant == "finetune":
+        _finetune(c)
     return c
+
+
+def _finetune(c: ml_collections.ConfigDict) -> None:
+    """The paper's fine-tuning at 384 px from a Hugging Face ViT-B/16 (module docstring)."""
+    c.experiment = "vit_imagenet_finetune"
+    c.init_from = "weights/vit-base-patch16-224-in21k"  # placeholder: a downloaded HF directory
+    c.init_into = ""  # the whole model
+    c.init_from_fresh = ("head",)
+    c.batch_size = 512
+    c.eval_batch_size = 512
+    c.num_epochs = 0
+    c.total_steps = 20_000
+    c.eval_every = 2_000
+    c.data.image_size = 384
+    c.data.randaugment = None
+    c.data.random_erase = 0.0
+    c.data.mixup = 0.0
+    c.data.cutmix = 0.0
+    c.model.variant = "B/16"
+    c.model.dropout_rate = 0.0
+    c.model.gelu_approximate = False  # the port's "hidden_act": "gelu"
+    c.model.layernorm_epsilon = 1e-12  # the port's layer_norm_eps
+    c.task.label_smoothing = 0.0
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "sgd"
+    c.optim.lr = 0.01
+    c.optim.momentum = 0.9
+    c.optim.nesterov = False
+    c.optim.weight_decay = 0.0
+    c.optim.schedule = "cosine"
+    c.optim.warmup_steps = 500
+    c.optim.end_lr_factor = 0.0
+    c.optim.grad_clip_norm = 1.0

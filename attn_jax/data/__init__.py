@@ -20,18 +20,21 @@ Image-text datasets (digit_captions, scene_captions) yield {"image", "tokens", "
 `prepare(name, data_dir)` builds an embedded dataset ahead of time (it also happens on first
 use) or checks that a catalog dataset is prepared. See pipeline.py for the data config keys.
 
-The DeiT/Swin recipe: `randaugment`, `random_erase`, `interpolation` and `repeated_augment` act
-in the pipeline (randaugment.py, erasing.py, stream.py); Mixup/CutMix act on the device, in the
-train step: `mixing.mix_batch(images, labels, key, num_classes=K, label_smoothing=s,
-**data.mix_options(config.data))` (mix_options is None when they are off).
+The DeiT/Swin recipe (`deit_data_config(...)` sets it): `randaugment`, `random_erase`,
+`interpolation` and `repeated_augment` act in the pipeline (randaugment.py, erasing.py,
+stream.py); Mixup/CutMix act on the device, in the train step: `mixing.mix_batch(images,
+labels, key, num_classes=K, label_smoothing=s, **data.mix_options(config.data))` (mix_options is
+None when they are off).
 """
 
 from attn_jax.data.errors import DataConfigError, DatasetNotFoundError
 from attn_jax.data.pipeline import (
     DEFAULT_DATA_CONFIG,
+    DEIT_DATA,
     DatasetSpec,
     data_config,
     dataset_info,
+    deit_data_config,
     get_vocab,
     make_dataset,
     mix_options,
@@ -42,6 +45,7 @@ from attn_jax.data.sources import is_prepared, prepare, resolve_data_dir
 
 __all__ = [
     "DEFAULT_DATA_CONFIG",
+    "DEIT_DATA",
     "REGISTRY",
     "DataConfigError",
     "DatasetEntry",
@@ -49,6 +53,7 @@ __all__ = [
     "DatasetSpec",
     "data_config",
     "dataset_info",
+    "deit_data_config",
     "get_entry",
     "get_vocab",
     "is_prepared",

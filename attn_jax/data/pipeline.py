@@ -158,6 +158,29 @@ def data_config(**values: Any):
     return group
 
 
+# DeiT's ImageNet-1k training data (Touvron et al. 2021, Table 9), which Swin's configs (Liu et al.
+# 2021) take over unchanged.
+DEIT_DATA: dict[str, Any] = {
+    "augment": True,
+    "interpolation": "bicubic",
+    "randaugment": "rand-m9-mstd0.5-inc1",
+    "random_erase": 0.25,
+    "mixup": 0.8,
+    "cutmix": 1.0,
+    "mix_switch_prob": 0.5,
+}
+
+
+def deit_data_config(**values: Any):
+    """`data_config` with the DeiT/Swin data recipe (`DEIT_DATA`: bicubic random-resized crops
+    and flips, RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25, Mixup 0.8 / CutMix 1.0
+    switched at 0.5); `values` set the other keys and win over the recipe's.
+
+        c.data = deit_data_config(name="imagenet2012", eval_split="validation", image_size=224)
+    """
+    return data_config(**{**DEIT_DATA, **values})
+
+
 # Purposes folded into the random keys (stream.py's shuffle is 1, captions.py's choice 3).
 _AUGMENT = 2
 _RANDAUGMENT = 4

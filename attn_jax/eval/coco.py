@@ -57,25 +57,43 @@ def _coco_from_annotations(images: list[dict], categories: list[dict], annotatio
     return coco
 
 
-def _annotations(image_ids, boxes, labels, areas, scores=None) -> list[dict]:
-    xywh = _xyxy_to_xywh(boxes)
+def _images_and_categories(image_ids, image_sizes, gt_labels, det_labels):
+    """COCO's image and category records for an evaluation, after checking the image arrays."""
+    if len(np.unique(image_ids)) != len(image_ids):
+        raise ValueError("image_ids must be unique; give every evaluated image its own id")
+    if len(image_sizes) != len(image_ids):
+        raise ValueError(f"image_sizes has {len(image_sizes)} rows for {len(image_ids)} images")
+    images = [
+        {"id": int(i), "height": int(h), "width": int(w)}
+        for i, (h, w) in zip(image_ids.tolist(), image_sizes.tolist(), strict=True)
+    ]
+    # Categories without ground truth are left out of the mean by COCOeval, so listing every
+    # label seen in either set changes nothing but lets no detection be dropped unseen.
+    categories = [{"id": int(c)} for c in np.union1d(gt_labels, det_labels).tolist()]
+    return images, categories
+
+
+def _annotations(image_ids, labels, geometries: list[dict], scores=None) -> list[dict]:
+    """COCO annotation records, one per object: its image, category and score (detections) with
+    its geometry ("bbox" and "area", and "segmentation" for masks) from `geometries`."""
     anns = []
     # Ids start at 1: COCOeval records matches as the partner's id and treats 0 as "unmatched".
-    for i, (image_id, box, label, area) in enumerate(
-        zip(image_ids.tolist(), xywh.tolist(), labels.tolist(), areas.tolist(), strict=True)
+    for i, (image_id, label, geometry) in enumerate(
+        zip(image_ids.tolist(), labels.tolist(), geometries, strict=True)
     ):
-        ann = {
-            "id": i + 1,
-            "image_id": int(image_id),
-            "category_id": int(label),
-            "bbox": box,
-            "area": float(area),
-            "iscrowd": 0,
-        }
+        ann = {"id": i + 1, "image_id": int(image_id), "category_id": int(label), "iscrowd": 0}
+        ann.update(geometry)
         if scores is not None:
             ann["score"] = float(scores[i])
         anns.append(ann)
     return anns
+
+
+def _box_geometries(boxes, areas) -> list[dict]:
+    xywh = _xyxy_to_xywh(boxes).tolist()
+    return [
+        {"bbox": box, "area": float(area)} for box, area in zip(xywh, areas.tolist(), strict=True)
+    ]
 
 
 def coco_detection_metrics(
@@ -121,32 +139,21 @@ def coco_detection_metrics(
     det_boxes = np.asarray(det_boxes, np.float64).reshape(-1, 4)
     det_scores = np.asarray(det_scores, np.float64).reshape(-1)
     det_labels = np.asarray(det_labels).reshape(-1)
-    if len(np.unique(image_ids)) != len(image_ids):
-        raise ValueError("image_ids must be unique; give every evaluated image its own id")
-    if len(image_sizes) != len(image_ids):
-        raise ValueError(f"image_sizes has {len(image_sizes)} rows for {len(image_ids)} images")
+    images, categories = _images_and_categories(image_ids, image_sizes, gt_labels, det_labels)
     if not (len(gt_image_ids) == len(gt_boxes) == len(gt_labels)):
         raise ValueError("gt_image_ids, gt_boxes and gt_labels must have one row per box")
     if not (len(det_image_ids) == len(det_boxes) == len(det_scores) == len(det_labels)):
         raise ValueError("det_image_ids, det_boxes, det_scores, det_labels: one row per box")
 
-    images = [
-        {"id": int(i), "height": int(h), "width": int(w)}
-        for i, (h, w) in zip(image_ids.tolist(), image_sizes.tolist(), strict=True)
-    ]
-    # Categories without ground truth are left out of the mean by COCOeval, so listing every
-    # label seen in either set changes nothing but lets no detection be dropped unseen.
-    categories = [{"id": int(c)} for c in np.union1d(gt_labels, det_labels).tolist()]
     gt_xywh = _xyxy_to_xywh(gt_boxes)
     areas = gt_xywh[:, 2] * gt_xywh[:, 3] if gt_areas is None else np.asarray(gt_areas)
-    gt_anns = _annotations(gt_image_ids, gt_boxes, gt_labels, areas)
+    gt_anns = _annotations(gt_image_ids, gt_labels, _box_geometries(gt_boxes, areas))
     if gt_iscrowd is not None:
         for ann, crowd in zip(gt_anns, np.asarray(gt_iscrowd).tolist(), strict=True):
             ann["iscrowd"] = int(crowd)
     det_xywh = _xyxy_to_xywh(det_boxes)
-    det_anns = _annotations(
-        det_image_ids, det_boxes, det_labels, det_xywh[:, 2] * det_xywh[:, 3], det_scores
-    )
+    det_geometries = _box_geometries(det_boxes, det_xywh[:, 2] * det_xywh[:, 3])
+    det_anns = _annotations(det_image_ids, det_labels, det_geometries, det_scores)
 
     return _evaluate(images, categories, gt_anns, det_anns, "bbox")
 
@@ -165,26 +172,19 @@ def _evaluate(images, categories, gt_anns, det_anns, iou_type: str) -> dict[str,
     return {name: float(v) for name, v in zip(METRIC_NAMES, evaluator.stats, strict=True)}
 
 
-def _mask_annotations(image_ids, masks, labels, scores=None) -> list[dict]:
-    anns = []
-    for i, (image_id, mask, label) in enumerate(
-        zip(image_ids.tolist(), masks, labels.tolist(), strict=True)
-    ):
+def _mask_geometries(masks) -> list[dict]:
+    geometries = []
+    for mask in masks:
         # Compressed RLE, which COCOeval's segm IoU reads as it is.
         rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, np.uint8)))
-        ann = {
-            "id": i + 1,  # 0 would read as "unmatched" (see _annotations)
-            "image_id": int(image_id),
-            "category_id": int(label),
-            "segmentation": rle,
-            "area": float(mask_utils.area(rle)),
-            "bbox": mask_utils.toBbox(rle).tolist(),
-            "iscrowd": 0,
-        }
-        if scores is not None:
-            ann["score"] = float(scores[i])
-        anns.append(ann)
-    return anns
+        geometries.append(
+            {
+                "segmentation": rle,
+                "area": float(mask_utils.area(rle)),
+                "bbox": mask_utils.toBbox(rle).tolist(),
+            }
+        )
+    return geometries
 
 
 def coco_segmentation_metrics(
@@ -224,19 +224,11 @@ def coco_segmentation_metrics(
     det_image_ids = np.asarray(det_image_ids).reshape(-1)
     det_scores = np.asarray(det_scores, np.float64).reshape(-1)
     det_labels = np.asarray(det_labels).reshape(-1)
-    if len(np.unique(image_ids)) != len(image_ids):
-        raise ValueError("image_ids must be unique; give every evaluated image its own id")
-    if len(image_sizes) != len(image_ids):
-        raise ValueError(f"image_sizes has {len(image_sizes)} rows for {len(image_ids)} images")
+    images, categories = _images_and_categories(image_ids, image_sizes, gt_labels, det_labels)
     if not (len(gt_image_ids) == len(gt_masks) == len(gt_labels)):
         raise ValueError("gt_image_ids, gt_masks and gt_labels must have one row per object")
     if not (len(det_image_ids) == len(det_masks) == len(det_scores) == len(det_labels)):
         raise ValueError("det_image_ids, det_masks, det_scores, det_labels: one row per mask")
-    images = [
-        {"id": int(i), "height": int(h), "width": int(w)}
-        for i, (h, w) in zip(image_ids.tolist(), image_sizes.tolist(), strict=True)
-    ]
-    categories = [{"id": int(c)} for c in np.union1d(gt_labels, det_labels).tolist()]
-    gt_anns = _mask_annotations(gt_image_ids, gt_masks, gt_labels)
-    det_anns = _mask_annotations(det_image_ids, det_masks, det_labels, det_scores)
+    gt_anns = _annotations(gt_image_ids, gt_labels, _mask_geometries(gt_masks))
+    det_anns = _annotations(det_image_ids, det_labels, _mask_geometries(det_masks), det_scores)
     return _evaluate(images, categories, gt_anns, det_anns, "segm")

@@ -296,7 +296,7 @@ class Detection:
     ):
         if int(num_classes) < 1:
             raise ValueError(f"task.num_classes must be >= 1, got {num_classes}")
-        weights = dict(
+        self._check_weights(
             eos_coef=eos_coef,
             class_cost=class_cost,
             bbox_cost=bbox_cost,
@@ -305,9 +305,6 @@ class Detection:
             bbox_weight=bbox_weight,
             giou_weight=giou_weight,
         )
-        for name, value in weights.items():
-            if not float(value) >= 0:
-                raise ValueError(f"task.{name} must be >= 0, got {value}")
         self.num_classes = int(num_classes)
         self.eos_coef = float(eos_coef)
         self.costs = (float(class_cost), float(bbox_cost), float(giou_cost))
@@ -315,6 +312,13 @@ class Detection:
         self.aux_loss = bool(aux_loss)
         self.class_names = list(class_names) if class_names is not None else None
         self.plot_threshold = float(plot_threshold)
+
+    @staticmethod
+    def _check_weights(**weights: float) -> None:
+        """Raises ValueError for the first `task.<name>` weight below 0 (or NaN)."""
+        for name, value in weights.items():
+            if not float(value) >= 0:
+                raise ValueError(f"task.{name} must be >= 0, got {value}")
 
     @staticmethod
     def init_inputs(spec) -> tuple[jax.ShapeDtypeStruct, ...]:
@@ -491,6 +495,13 @@ class Detection:
         """Post-processed predictions and the targets, in original-image pixels (x0, y0, x1, y1),
         for COCO evaluation on the host."""
         outputs, _, _ = self._predictions(model, params, batch)
+        return self._box_outputs(outputs, batch)
+
+    @staticmethod
+    def _box_outputs(
+        outputs: dict[str, jax.Array], batch: dict[str, jax.Array]
+    ) -> dict[str, jax.Array]:
+        """eval_outputs' entries from the model's outputs of `batch`."""
         scores, labels, boxes = postprocess(outputs["logits"], outputs["boxes"], batch["orig_size"])
         gt = box_ops.to_pixels(
             box_ops.cxcywh_to_xyxy(batch["boxes"].astype(jnp.float32)), batch["orig_size"]

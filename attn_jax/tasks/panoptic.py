@@ -36,10 +36,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_jax import boxes as box_ops
 from attn_jax.eval.coco import METRIC_NAMES, coco_segmentation_metrics
 from attn_jax.eval.panoptic import PanopticQuality
-from attn_jax.tasks.detection import Detection, postprocess
+from attn_jax.tasks.detection import Detection
 
 MASK_METRICS = ("mask_AP", "mask_AP50", "mask_AP75")
 PANOPTIC_METRICS = ("PQ", "SQ", "RQ")
@@ -125,9 +124,7 @@ class PanopticDetection(Detection):
         **detection_kwargs: Any,
     ):
         super().__init__(num_classes, **detection_kwargs)
-        for name, value in (("mask_weight", mask_weight), ("dice_weight", dice_weight)):
-            if not float(value) >= 0:
-                raise ValueError(f"task.{name} must be >= 0, got {value}")
+        self._check_weights(mask_weight=mask_weight, dice_weight=dice_weight)
         if not 0 <= float(panoptic_threshold) < 1:
             raise ValueError(f"task.panoptic_threshold must be in [0, 1), got {panoptic_threshold}")
         self.mask_weights = (float(mask_weight), float(dice_weight))
@@ -202,24 +199,12 @@ class PanopticDetection(Detection):
         """Detection's outputs plus the panoptic map, every query's binary mask and the ground
         truth's instance map, all on the input canvas."""
         outputs, _, _ = self._mask_predictions(model, params, batch)
-        # One forward pass for both: Detection.eval_outputs would run the model again.
-        scores, labels, boxes = postprocess(outputs["logits"], outputs["boxes"], batch["orig_size"])
-        gt = box_ops.to_pixels(
-            box_ops.cxcywh_to_xyxy(batch["boxes"].astype(jnp.float32)), batch["orig_size"]
-        )
         size = batch["instances"].shape[1:3]
         ids, _, _ = panoptic_ids(outputs["logits"], outputs["masks"], self.panoptic_threshold, size)
         binary = resize_logits(outputs["masks"].astype(jnp.float32), size) > 0
         return {
-            "scores": scores,
-            "labels": labels,
-            "boxes": boxes,
-            "gt_boxes": gt,
-            "gt_labels": batch["labels"],
-            "gt_valid": batch["box_mask"],
-            "orig_size": batch["orig_size"],
-            "image_id": batch["image_id"],
-            "mask": batch["mask"],
+            # One forward pass for both: Detection.eval_outputs would run the model again.
+            **self._box_outputs(outputs, batch),
             "panoptic": ids,
             "pred_masks": binary,
             "instances": batch["instances"].astype(jnp.int32),
