@@ -96,19 +96,23 @@ class Classification:
     def eval_sums(self, model, params, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         """Sums over the batch, so that a padded final batch and many devices add up exactly."""
         logits, _ = model.apply({"params": params}, batch["image"], train=False)
-        mask = batch["mask"].astype(jnp.float32)
         loss = self._cross_entropy(logits, batch["label"])
-        correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-        return {
-            "loss": (loss * mask).sum(),
-            "accuracy": (correct * mask).sum(),
-            "count": mask.sum(),
-        }
+        return masked_accuracy_sums(logits, batch["label"], loss, batch["mask"])
 
     @staticmethod
     def finalize(sums: dict[str, Any]) -> dict[str, float]:
         count = max(float(sums["count"]), 1.0)
         return {"loss": float(sums["loss"]) / count, "accuracy": float(sums["accuracy"]) / count}
+
+
+def masked_accuracy_sums(
+    logits: jax.Array, labels: jax.Array, loss: jax.Array, mask: jax.Array
+) -> dict[str, jax.Array]:
+    """{"loss", "accuracy", "count"} summed over the real examples (mask 1) of a padded batch, for
+    `Classification.finalize`: per-example `loss` [B], argmax accuracy of `logits` [B, K]."""
+    mask = mask.astype(jnp.float32)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    return {"loss": (loss * mask).sum(), "accuracy": (correct * mask).sum(), "count": mask.sum()}
 
     @staticmethod
     def figure_data(model, params, batch: dict[str, Any], vocab) -> dict[str, Any]:

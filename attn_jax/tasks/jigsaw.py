@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +35,7 @@ import numpy as np
 import optax
 
 from attn_jax.errors import UserError
+from attn_jax.tasks.classification import Classification, masked_accuracy_sums
 
 _PERMUTATION_TAG = 0x4A494753  # "JIGS": the permutation stream differs from dropout's
 _MAX_TILES = 9  # 9! = 362,880 candidate permutations is as far as the greedy search goes
@@ -233,19 +233,10 @@ class Jigsaw:
         images = batch["image"]
         labels = self.eval_labels(images)
         logits = self._logits(model, params, images, labels, train=False)
-        mask = batch["mask"].astype(jnp.float32)
         nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-        correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-        return {
-            "loss": (nll * mask).sum(),
-            "accuracy": (correct * mask).sum(),
-            "count": mask.sum(),
-        }
+        return masked_accuracy_sums(logits, labels, nll, batch["mask"])
 
-    @staticmethod
-    def finalize(sums: dict[str, Any]) -> dict[str, float]:
-        count = max(float(sums["count"]), 1.0)
-        return {"loss": float(sums["loss"]) / count, "accuracy": float(sums["accuracy"]) / count}
+    finalize = staticmethod(Classification.finalize)
 
 
 __all__ = [
