@@ -104,6 +104,14 @@ class Classification:
         count = max(float(sums["count"]), 1.0)
         return {"loss": float(sums["loss"]) / count, "accuracy": float(sums["accuracy"]) / count}
 
+    @staticmethod
+    def figure_data(model, params, batch: dict[str, Any], vocab) -> dict[str, Any]:
+        """What the model shows of where it attends (kept pixels, glimpse paths, warped inputs),
+        from its own `figure_data(params, batch)` when it defines one ({} otherwise); the trainer
+        asks once after training with a batch of the eval split, and attn_jax.figures draws it."""
+        del vocab  # images have none
+        return model.figure_data(params, batch) if hasattr(model, "figure_data") else {}
+
 
 def masked_accuracy_sums(
     logits: jax.Array, labels: jax.Array, loss: jax.Array, mask: jax.Array
@@ -113,11 +121,3 @@ def masked_accuracy_sums(
     mask = mask.astype(jnp.float32)
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     return {"loss": (loss * mask).sum(), "accuracy": (correct * mask).sum(), "count": mask.sum()}
-
-    @staticmethod
-    def figure_data(model, params, batch: dict[str, Any], vocab) -> dict[str, Any]:
-        """What the model shows of where it attends (kept pixels, glimpse paths, warped inputs),
-        from its own `figure_data(params, batch)` when it defines one ({} otherwise); the trainer
-        asks once after training with a batch of the eval split, and attn_jax.figures draws it."""
-        del vocab  # images have none
-        return model.figure_data(params, batch) if hasattr(model, "figure_data") else {}
