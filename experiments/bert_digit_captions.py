@@ -8,8 +8,8 @@ batch (NotNext); then BERT's 80/10/10 masking of 15% of the ordinary tokens
 (attn_jax/tasks/bert.py). The encoder is experiments/mlm_digit_captions.py's text encoder (3 pre-LN
 blocks of width 128, 4 heads, exact GELU, dropout 0.1, the masked-LM head tied to the token
 embedding) under "encoder", over pairs of up to 21 tokens, with BERT's pooler and a 2-way NSP
-classifier on [CLS] (attn_jax/models/pretext.py). BERT's segment embedding is missing: the text
-encoder has no input for it, so A and B are told apart by [SEP] and the learned positions.
+classifier on [CLS] (attn_jax/models/pretext.py), and BERT's learned segment (A / B) embedding
+added to the token and position embeddings.
 
 Reported: masked-token accuracy (over the chosen positions) and NSP accuracy. Another image's
 caption names the same digit one time in ten, so NSP tops out near 95%; whether a masked digit

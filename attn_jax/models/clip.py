@@ -263,8 +263,16 @@ class TextTransformer(AttentionModel):
         self.embedding_dropout = Dropout(self.dropout_rate)
 
     def __call__(
-        self, tokens: jax.Array, mask: jax.Array | None = None, *, train: bool = False
+        self,
+        tokens: jax.Array,
+        mask: jax.Array | None = None,
+        *,
+        train: bool = False,
+        input_embedding: jax.Array | None = None,
     ) -> jax.Array:
+        """Final hidden states [B, T, w] of int tokens [B, T]; `mask` is the attention mask and
+        `input_embedding` [B, T, w], if given, is added to the token and position embeddings
+        (BERT's segment embedding: the module itself then stays exactly CLIP's)."""
         t = tokens.shape[-1]
         if t > self.context_length:
             raise ValueError(
@@ -273,6 +281,8 @@ class TextTransformer(AttentionModel):
             )
         x = self.token_embedding(tokens)  # [B, T, w]
         x = x + self.positional_embedding[:t].astype(x.dtype)
+        if input_embedding is not None:
+            x = x + input_embedding.astype(x.dtype)
         x = self.embedding_dropout(x, deterministic=not train)
         x, _ = self.transformer(x, mask=mask, train=train)
         return self.ln_final(x)
@@ -481,6 +491,7 @@ class TextEncoder(AttentionModel):
       attention_dropout_rate: dropout on the attention weights (BERT: 0.1).
       pad_id: the padding id whose keys are masked.
       sow_weights: sow attention weights into 'intermediates'.
+      num_segments: segment types of the optional `segments` input (BERT's token types: 2).
       (and `blocks.AttentionModel`'s attention_fn, attention_impl, dtype, param_dtype)
     """
 
@@ -496,10 +507,13 @@ class TextEncoder(AttentionModel):
     attention_dropout_rate: float = 0.1
     pad_id: int = 0
     sow_weights: bool = False
+    num_segments: int = 2
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"text_mlm activation={self.activation!r} is not one of {ACTIVATIONS}")
+        if self.num_segments < 1:
+            raise ValueError(f"text_mlm num_segments={self.num_segments} must be at least 1")
         heads = self.num_heads or max(self.width // 64, 1)
         if self.width % heads:
             raise ValueError(
@@ -510,12 +524,15 @@ class TextEncoder(AttentionModel):
 
     @nn.compact
     def __call__(
-        self, tokens: jax.Array, *, train: bool = False
+        self, tokens: jax.Array, segments: jax.Array | None = None, *, train: bool = False
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Vocabulary logits at every position.
 
         Args:
           tokens: int [B, T] with some positions replaced by the MASK id.
+          segments: optional int [B, T] in [0, num_segments), BERT's token types (sentence A or
+            B): a learned embedding of them, "segment_embedding", is added to the token and
+            position embeddings. None: no segment embedding, and no such parameter.
           train: enables dropout (needs rngs={'dropout': key}).
 
         Returns:
@@ -523,6 +540,10 @@ class TextEncoder(AttentionModel):
         """
         if tokens.ndim != 2:
             raise ValueError(f"text_mlm tokens must be [B, T], got shape {tokens.shape}")
+        if segments is not None and segments.shape != tokens.shape:
+            raise ValueError(
+                f"text_mlm segments of shape {segments.shape} must match the tokens' {tokens.shape}"
+            )
         text = TextTransformer(
             vocab_size=self.vocab_size,
             context_length=self.context_length,
@@ -539,8 +560,18 @@ class TextEncoder(AttentionModel):
             name="text",
             **self.shared_fields(),
         )
+        segment_embedding = None
+        if segments is not None:
+            segment_embedding = nn.Embed(
+                self.num_segments,
+                self.width,
+                embedding_init=nn.initializers.normal(0.02),
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name="segment_embedding",
+            )(segments)  # [B, T, w]
         keys = (tokens != self.pad_id)[:, None, None, :]  # [B, 1, 1, T]
-        hidden = text(tokens, keys, train=train)
+        hidden = text(tokens, keys, train=train, input_embedding=segment_embedding)
         h = nn.Dense(
             self.width,
             kernel_init=nn.initializers.normal(0.02),

@@ -14,9 +14,9 @@ encoder keeps the parameter names of a ViT classifier, so a fine-tuning run load
 LM and next-sentence prediction on one input "[CLS] A [SEP] B [SEP]". The encoder is our masked-LM
 text encoder (`attn_jax.models.clip.TextEncoder`, the submodule "encoder", with its masked-LM head
 tied to the token embedding); the NSP classifier reads the final hidden state of [CLS] through
-BERT's pooler (Dense + tanh) and a Dense to the two classes IsNext / NotNext. BERT also adds a
-learned segment embedding (A or B) to every input token (Fig. 2); the text encoder has no input for
-one, so here the model tells A from B by the [SEP] token and the learned positions alone.
+BERT's pooler (Dense + tanh) and a Dense to the two classes IsNext / NotNext. As BERT (Fig. 2), a
+learned segment embedding (A or B: the text encoder's "segment_embedding") is added to every input
+token's token and position embeddings.
 """
 
 from __future__ import annotations
@@ -167,12 +167,14 @@ class BertPretraining(AttentionModel):
 
     @nn.compact
     def __call__(
-        self, tokens: jax.Array, *, train: bool = False
+        self, tokens: jax.Array, segments: jax.Array | None = None, *, train: bool = False
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Masked-LM logits at every position and the NSP logits of each pair.
 
         Args:
           tokens: int [B, L], L <= 2T - 1: "[CLS] A [SEP] B [SEP]" then PAD, some tokens masked.
+          segments: int [B, L], 0 on "[CLS] A [SEP]" and 1 on "B [SEP]" (`tasks.bert.pack_pairs`);
+            None: all 0, as BERT without token types (the parameters are the same either way).
           train: enables dropout (rngs={'dropout': key}).
 
         Returns:
@@ -180,7 +182,9 @@ class BertPretraining(AttentionModel):
           1 NotNext), aux["pooled"] [B, w] and aux["tokens"] the encoder output [B, L, w].
         """
         fields = self.encoder_fields()
-        logits, aux = TextEncoder(**fields, name="encoder")(tokens, train=train)
+        if segments is None:
+            segments = jnp.zeros_like(tokens)
+        logits, aux = TextEncoder(**fields, name="encoder")(tokens, segments, train=train)
         hidden = aux["tokens"]
         dense = dict(
             kernel_init=nn.initializers.normal(0.02),

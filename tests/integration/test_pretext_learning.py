@@ -9,6 +9,9 @@ from inprocess_helpers import experiment_config, split_records
 
 from attn_jax.train import loop
 
+# Its module-scoped runs are made once: every test of the file goes to one xdist worker.
+pytestmark = pytest.mark.xdist_group("test_pretext_learning")
+
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
@@ -76,8 +79,10 @@ def test_short_bert_run_learns_masked_words_and_next_sentences(tmp_path, data_di
     best = result["best"]
     # Measured: masked-token accuracy 0.30 at 200 steps (0.86 after the full 607).
     assert best["test/mlm_accuracy"] > 0.2, best
-    # Next-sentence prediction does not learn yet: 0.50-0.54 at 200 steps and after the full run
-    # (issue 20 stays open for it); the check still runs and passes once NSP learns.
+    # Next-sentence prediction does not learn yet (issue 20 stays open): with BERT's segment
+    # embedding, train and test NSP accuracy stay at 0.47-0.55 at 200 steps here and after 1,500
+    # steps of the full-size encoder, while the masked LM reaches 0.83; the check still runs and
+    # passes once NSP learns.
     if best["test/nsp_accuracy"] <= 0.7:
         pytest.xfail(f"NSP does not learn yet: test/nsp_accuracy {best['test/nsp_accuracy']:.3f}")
 

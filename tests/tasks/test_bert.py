@@ -1,7 +1,8 @@
 """BERT pretraining (masked LM + NSP): pairs are "[CLS] A [SEP] B [SEP]" with the documented
 segments, IsNext pairs are consecutive captions of one image and NotNext ones come from another
 image, about half are IsNext, masking never touches [CLS]/[SEP]/PAD, evaluation pairs are fixed,
-padding counts for nothing, and a model without NSP logits is a one-line error."""
+padding counts for nothing, the model reads the segments, and a model without NSP logits is a
+one-line error."""
 
 from __future__ import annotations
 
@@ -101,13 +102,16 @@ def tiny():
     task = build_task({"name": "bert"}, num_classes=10)
     task.vocab = VOCAB
     spec = SimpleNamespace(name="digit_captions", text_length=T, num_captions=K)
-    (inputs,) = task.init_inputs(spec)
-    assert inputs.shape == (1, 2 * T - 1)
-    params = model.init(jax.random.key(0), jnp.zeros(inputs.shape, jnp.int32))["params"]
+    inputs = task.init_inputs(spec)
+    assert [x.shape for x in inputs] == [(1, 2 * T - 1)] * 2  # tokens, segments
+    params = model.init(jax.random.key(0), *[jnp.zeros(x.shape, x.dtype) for x in inputs])
+    params = params["params"]
     # Compiled once for the module: eager Flax applies cost seconds each.
     loss = jax.jit(lambda p, b, k: task.loss(model, p, b, k, train=False))
     eval_sums = jax.jit(lambda p, b: task.eval_sums(model, p, b))
-    return SimpleNamespace(task=task, params=params, loss=loss, eval_sums=eval_sums)
+    return SimpleNamespace(
+        model=model, task=task, params=params, loss=loss, eval_sums=eval_sums, inputs=inputs
+    )
 
 
 def test_masking_never_chooses_cls_sep_or_pad(tiny):
@@ -145,12 +149,32 @@ def test_a_model_without_nsp_logits_is_a_one_line_error(tiny):
     mlm = build_model(
         dict(name="text_mlm", vocab_size=VOCAB.size, context_length=2 * T - 1, width=32, layers=1)
     )
-    params = jax.eval_shape(mlm.init, jax.random.key(0), jnp.zeros((1, 2 * T - 1), jnp.int32))
+    dummy = [jnp.zeros(x.shape, x.dtype) for x in tiny.inputs]
+    params = jax.eval_shape(mlm.init, jax.random.key(0), *dummy)
     batch = {"captions": jnp.asarray(_captions(4)), "mask": jnp.ones(4, bool)}
     loss = lambda p: tiny.task.loss(mlm, p, batch, jax.random.key(0))  # noqa: E731
     with pytest.raises(UserError, match="model.name=bert") as e:
         jax.eval_shape(loss, params["params"])
     assert "\n" not in str(e.value)
+
+
+def test_the_model_reads_segments_and_without_them_takes_all_a(tiny):
+    tokens, segments, _ = make_pairs(
+        jnp.asarray(_captions(4)), jax.random.split(jax.random.key(3), 4), 4, pad_id=PAD
+    )
+    apply = jax.jit(lambda t, s: tiny.model.apply({"params": tiny.params}, t, s)[1]["nsp_logits"])
+    with_b = apply(tokens, segments)
+    all_a = apply(tokens, jnp.zeros_like(segments))
+    assert float(jnp.abs(with_b - all_a).max()) > 1e-4  # B's tokens get another embedding
+    default = tiny.model.apply({"params": tiny.params}, tokens)[1]["nsp_logits"]
+    np.testing.assert_allclose(default, all_a, atol=1e-6)
+    # The masked-LM encoder alone, called without segments, keeps its parameters (no segment
+    # embedding): its checkpoints and parameter counts stay as they were.
+    mlm = build_model(
+        dict(name="text_mlm", vocab_size=VOCAB.size, context_length=8, width=32, layers=1)
+    )
+    shapes = jax.eval_shape(mlm.init, jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
+    assert "segment_embedding" not in shapes and "segment_embedding" in tiny.params["encoder"]
 
 
 def test_data_without_several_captions_is_a_one_line_error():
