@@ -18,6 +18,7 @@ from attn_jax.figures.alignments import plot_alignment_examples
 from attn_jax.figures.attention_maps import plot_query_attention, plot_se_excitation
 from attn_jax.figures.contrastive import plot_similarity_figure
 from attn_jax.figures.detection import plot_detection_examples
+from attn_jax.figures.explanations import plot_transfg_parts
 from attn_jax.figures.glimpses import plot_glimpse_paths, plot_kept_pixels, plot_stn_transforms
 from attn_jax.figures.panoptic import plot_panoptic_overlays
 from attn_jax.figures.reconstructions import plot_reconstructions
@@ -38,6 +39,7 @@ FIGURES: dict[str, Draw] = {
     "reconstructions": plot_reconstructions,
     "segmentation_overlays": plot_segmentation_figure,
     "attention": plot_alignment_examples,
+    "transfg_parts": plot_transfg_parts,
 }
 
 

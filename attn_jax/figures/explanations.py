@@ -32,20 +32,24 @@ def _overlay(ax, heat: np.ndarray, alpha: float = 0.5):
     )
 
 
-def _mark_patches(ax, tokens: Sequence[int], tags: Sequence[str], grid_w, patch_hw, color) -> None:
+def _mark_patches(
+    ax, tokens: Sequence[int], tags: Sequence[str], grid_w, patch_hw, color, stride_hw=None
+) -> None:
     import matplotlib.patches as mpatches
 
+    # Overlapping patches (TransFG) start every stride, not every patch size.
     ph, pw = patch_hw
+    sh, sw = stride_hw or patch_hw
     for token, tag in zip(tokens, tags, strict=True):
         row, col = divmod(int(token) - 1, grid_w)
         ax.add_patch(
             mpatches.Rectangle(
-                (col * pw - 0.5, row * ph - 0.5), pw, ph, fill=False, edgecolor=color, linewidth=2
+                (col * sw - 0.5, row * sh - 0.5), pw, ph, fill=False, edgecolor=color, linewidth=2
             )
         )
         ax.text(
-            col * pw,
-            row * ph,
+            col * sw,
+            row * sh,
             tag,
             color="black",
             fontsize=7,
@@ -133,3 +137,38 @@ def plot_explanations(
                 _mark_patches(axes[i, col], top_parts[i], tags, grid_w, patch_hw, "cyan")
         written.append(_save(fig, out_dir / "parts.png"))
     return written
+
+
+def plot_transfg_parts(data: Mapping[str, Any], path: str | Path) -> Path:
+    """The patches TransFG's part selection hands to its last layer, boxed on each input and
+    tagged with the heads that picked them, titled with the true and predicted labels.
+
+    Args:
+      data: "images" [n, H, W, C], "labels" [n], "predictions" [n], "parts" [n, K] token
+        indices (patch p of the row-major grid is token p + 1), "grid_hw" the patch grid,
+        "patch_hw" the patch size and "stride_hw" the stride of the patch embedding in pixels.
+      path: the PNG to write.
+
+    Returns:
+      the path written.
+    """
+    images = np.asarray(data["images"], np.float32)
+    images = images[..., 0] if images.shape[-1] == 1 else images
+    # Display in [0, 1] whatever the normalisation of the model's inputs.
+    low, high = float(images.min()), float(images.max())
+    images = (images - low) / max(high - low, 1e-12)
+    cols = min(4, len(images))
+    rows = math.ceil(len(images) / cols)
+    fig, axes = _figure(rows, cols, images.shape[1] / images.shape[2])
+    for ax in axes.flat[len(images) :]:
+        ax.set_axis_off()
+    for i, ax in enumerate(axes.flat[: len(images)]):
+        _show(ax, images[i], f"y={data['labels'][i]} pred={data['predictions'][i]}")
+        # Several heads may pick one patch: one box, tagged with all of them.
+        picked: dict[int, list[str]] = {}
+        for h, token in enumerate(data["parts"][i]):
+            picked.setdefault(int(token), []).append(str(h))
+        tags = [",".join(v) for v in picked.values()]
+        grid_w = data["grid_hw"][1]
+        _mark_patches(ax, list(picked), tags, grid_w, data["patch_hw"], "red", data["stride_hw"])
+    return _save(fig, Path(path))

@@ -56,6 +56,7 @@ from attn_jax.models.seq2seq import (
 from attn_jax.models.setr import SETR, SETR_VARIANTS, setr_kwargs
 from attn_jax.models.stn import STN, STN_VARIANTS, stn_kwargs
 from attn_jax.models.swin import SWIN_VARIANTS, Swin, swin_kwargs
+from attn_jax.models.transfg import TRANSFG_VARIANTS, TransFG, transfg_kwargs
 from attn_jax.models.transformer import (
     TRANSFORMER_VARIANTS,
     Transformer,
@@ -98,6 +99,7 @@ MODELS: dict[str, ModelEntry] = {
         pretext.Colorizer, pretext.COLORIZER_VARIANTS, pretext.colorizer_kwargs
     ),
     "bert": ModelEntry(pretext.BertPretraining, pretext.BERT_VARIANTS, pretext.bert_kwargs),
+    "transfg": ModelEntry(TransFG, TRANSFG_VARIANTS, transfg_kwargs),
 }
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -189,6 +191,9 @@ __all__ = [
     "SWIN_VARIANTS",
     "Swin",
     "swin_kwargs",
+    "TRANSFG_VARIANTS",
+    "TransFG",
+    "transfg_kwargs",
     "RAM",
     "RAM_VARIANTS",
     "ram_kwargs",

@@ -240,6 +240,9 @@ class TransformerBlock(AttentionModel):
       decode: use the key/value cache of the attention layers (autoregressive decoding).
       return_tokens: output the block's tokens (aux "tokens").
       return_cross_weights: output the cross-attention weights (aux "cross_attention").
+      return_weights: output the self-attention weights [B, H, T, T] (aux "attention"), for a
+        model that reads them in its own forward pass (TransFG's part selection), where sown
+        weights are out of reach unless the caller makes 'intermediates' mutable.
       (and `AttentionModel`'s attention_fn, attention_impl, dtype, param_dtype)
     """
 
@@ -269,6 +272,7 @@ class TransformerBlock(AttentionModel):
     decode: bool = False
     return_tokens: bool = False
     return_cross_weights: bool = False
+    return_weights: bool = False
 
     def _norm(self, name: str) -> Callable[[jax.Array], jax.Array]:
         norm = nn.LayerNorm(
@@ -331,16 +335,20 @@ class TransformerBlock(AttentionModel):
         norm = self._norm(n.self_norm)
         h = norm(x) if self.pre_norm else x
         self_attention = attention(name=n.self_attention)
-        call = dict(mask=mask, train=self.train, decode=self.decode)
+        call = dict(
+            mask=mask, train=self.train, decode=self.decode, return_weights=self.return_weights
+        )
         if query_pos is None:
             y = self_attention(h, causal=self.causal and not self.decode, **call)
         else:
             assert not self.decode, "positions on q/k are for parallel decoding, not the cache"
             hq = _with_pos(h, query_pos)
             y = self_attention(hq, hq, h, causal=self.causal, **call)
+        aux: dict[str, jax.Array] = {}
+        if self.return_weights:
+            y, aux["attention"] = y
         x = self._residual(x, y, norm, rate, dropout=self.dropout_after_attention)
 
-        aux: dict[str, jax.Array] = {}
         if self.cross_attention:
             assert memory is not None, "a cross-attention block needs the memory"
             norm = self._norm(n.cross_norm)
@@ -417,7 +425,8 @@ def stack_blocks(
     Returns:
       (tokens [B, T, D], aux) with aux["blockNN"] each block's output tokens when the block
       fields ask for `return_tokens`, and aux["cross_attention"] (a list over the blocks) with
-      `return_cross_weights`.
+      `return_cross_weights`, aux["attention"] (the same for self-attention) with
+      `return_weights`.
     """
     rates = np.linspace(0.0, drop_path_rate, depth) if depth > 1 else np.full(depth, drop_path_rate)
     block_cls = TransformerBlock
@@ -450,6 +459,8 @@ def stack_blocks(
             aux[f"block{i:02d}"] = out["tokens"]
     if outs and "cross_attention" in outs[0]:
         aux["cross_attention"] = [out["cross_attention"] for out in outs]
+    if outs and "attention" in outs[0]:
+        aux["attention"] = [out["attention"] for out in outs]
     return x, aux
 
 

@@ -17,6 +17,7 @@ from attn_jax.tasks.panoptic import PanopticDetection
 from attn_jax.tasks.reinforce import Reinforce
 from attn_jax.tasks.segmentation import Segmentation
 from attn_jax.tasks.seq2seq import Seq2SeqTask
+from attn_jax.tasks.transfg import TransFGClassification
 
 TASKS = {
     "classification": Classification,
@@ -31,6 +32,7 @@ TASKS = {
     "jigsaw": Jigsaw,
     "colorization": Colorization,
     "bert": NextSentenceMaskedLanguage,
+    "transfg": TransFGClassification,
 }
 
 

@@ -61,6 +61,7 @@ DEFAULTS: dict[str, tuple[dict[str, Any], tuple[tuple[int, ...], ...]]] = {
         {"vocab_size": 100, "context_length": 11, "encoder": {"width": 128, "layers": 3}},
         ((1, 21),),
     ),
+    "transfg": ({"num_classes": 200}, ((1, 448, 448, 3),)),
 }
 
 PARAM_COUNTS: dict[str, dict[str | None, Count]] = {
@@ -177,7 +178,13 @@ PARAM_COUNTS: dict[str, dict[str | None, Count]] = {
     },
     # experiments/colorization_digits.py and bert_digit_captions.py (vocabulary 100 here)
     "colorizer": {None: Count(134_920, OURS, parts=(("encoder", 134_400),))},
-    "bert": {None: Count(644_198, OURS, parts=(("encoder", 627_428),))},
+    "bert": {None: Count(644_454, OURS, parts=(("encoder", 627_684),))},
+    # CUB-200-2011 at 448 px: ViT-B/16's count with 1 + 37 x 37 position embeddings
+    # (tests/models/test_transfg.py counts it from the parts).
+    "transfg": {
+        "B_16": Count(86_853_320, "ViT-B/16's count on TransFG's overlapping patches, counted"),
+        "tiny": Count(27_434, OURS, (("num_classes", 10),), ((1, 12, 12, 1),)),
+    },
 }
 
 
