@@ -19,3 +19,13 @@ os.environ.setdefault(
     else tempfile.mkdtemp(prefix="attn_jax_xla_cache_"),
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Runs tests/integration (the launcher and learning runs, 20-120 s each) first.
+
+    pytest-xdist hands tests to its workers in collection order; started last, one long run kept
+    one worker busy while the other had nothing left to take. First, the long runs spread over
+    both workers and the thousand one-second tests fill in behind them.
+    """
+    items.sort(key=lambda item: "tests/integration/" not in item.nodeid.replace("\\", "/"))

@@ -22,7 +22,7 @@ def train_run(tmp_path):
         env = dict(
             os.environ,
             TFDS_DATA_DIR=str(tmp_path / "tfds"),
-            XLA_FLAGS=xla_flags(1),
+            XLA_FLAGS=xla_flags(1, optimize=True),  # a learning run: execution-bound
         )
         workdir = tmp_path / "run"
         proc = subprocess.run(

@@ -20,6 +20,9 @@ from xla_env import xla_flags
 
 from attn_jax.errors import EXIT_PREEMPTED
 
+# Its module-scoped runs are made once: every test of the file goes to one xdist worker.
+pytestmark = pytest.mark.xdist_group("test_launch")
+
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = str(ROOT / "launch.py")
 TINY = [
@@ -140,16 +143,25 @@ def train_losses(workdir: Path, after: int = 0) -> list[float]:
     return [r["loss"] for r in read_metrics(workdir) if r["split"] == "train" and r["step"] > after]
 
 
-def test_one_and_four_devices_give_the_same_losses(env, tmp_path):
+@pytest.fixture(scope="module")
+def four_device_losses(env, tmp_path_factory) -> list[float]:
+    """The train losses of the uninterrupted 12-step MOVING run on 4 devices, the reference of
+    every device and process count below."""
+    workdir = tmp_path_factory.mktemp("d4") / "run"
+    four = launch(["train", "--workdir", str(workdir), *MOVING], env, devices=4)
+    assert "on 4 device" in four.stderr
+    losses = train_losses(workdir)
+    assert len(losses) == 12 and max(losses) - min(losses) > 0.01  # not a constant
+    return losses
+
+
+def test_one_and_four_devices_give_the_same_losses(env, tmp_path, four_device_losses):
     """Data parallelism over 4 devices trains the 1-device model, and a checkpoint written on 4
     devices resumes on 1 and on 2: a 12-step run on 4 devices, stopped at step 6 and resumed on 1
     (or 2) devices, has the uninterrupted 4-device run's losses at every step (parameters and
     input position restored exactly; each device count feeds and reduces the same global batch)."""
     args = MOVING
-    four = launch(["train", "--workdir", str(tmp_path / "d4"), *args], env, devices=4)
-    assert "on 4 device" in four.stderr
-    l4 = train_losses(tmp_path / "d4")
-    assert len(l4) == 12 and max(l4) - min(l4) > 0.01  # not a constant
+    l4 = four_device_losses
 
     launch(["train", "--workdir", str(tmp_path / "h4"), *args, *HALF], env, devices=4)
     shutil.copytree(tmp_path / "h4", tmp_path / "h4_on2")
@@ -203,13 +215,13 @@ def _two_processes(env, workdir: Path, *args: str, slurm: bool = False) -> list[
     return procs
 
 
-def test_two_processes_on_loopback_match_one_process(env, tmp_path):
+def test_two_processes_on_loopback_match_one_process(env, tmp_path, four_device_losses):
     """Multi-host data parallelism: two processes (gloo collectives over loopback), one device
-    each, read their halves of each global batch and train the same model as one process; their
-    checkpoint resumes in a single process; and a SIGTERM to one process of a job that found its
-    layout in SLURM's environment stops both at the same step with one checkpoint (exit 75)."""
-    launch(["train", "--workdir", str(tmp_path / "p1"), *MOVING], env, devices=2)
-    l1 = train_losses(tmp_path / "p1")
+    each, read their halves of each global batch and train the same model as one process (the
+    4-device run, which equals 1 and 2 devices above); their checkpoint resumes in a single
+    process; and a SIGTERM to one process of a job that found its layout in SLURM's environment
+    stops both at the same step with one checkpoint (exit 75)."""
+    l1 = four_device_losses
     procs = _two_processes(env, tmp_path / "p2", *MOVING, *HALF)
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
