@@ -24,8 +24,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 def pytest_collection_modifyitems(config, items):
     """Runs tests/integration (the launcher and learning runs, 20-120 s each) first.
 
-    pytest-xdist hands tests to its workers in collection order; started last, one long run kept
-    one worker busy while the other had nothing left to take. First, the long runs spread over
-    both workers and the thousand one-second tests fill in behind them.
+    pytest-xdist hands test files to its workers in collection order (pyproject's --dist loadfile
+    --no-loadscope-reorder); started last, one long file kept one worker busy while the other had
+    nothing left to take. First, the long files spread over both workers and the hundreds of
+    small files fill in behind them.
     """
     items.sort(key=lambda item: "tests/integration/" not in item.nodeid.replace("\\", "/"))

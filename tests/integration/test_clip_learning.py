@@ -9,9 +9,6 @@ from inprocess_helpers import experiment_config, split_records
 
 from attn_jax.train import loop
 
-# Its module-scoped runs are made once: every test of the file goes to one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_clip_learning")
-
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):

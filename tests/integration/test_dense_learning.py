@@ -14,9 +14,6 @@ import pytest
 from attn_jax import config as config_lib
 from attn_jax.train import loop
 
-# Its module-scoped runs are made once: every test of the file goes to one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_dense_learning")
-
 ROOT = Path(__file__).resolve().parents[2]
 
 

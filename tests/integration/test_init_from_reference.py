@@ -21,9 +21,6 @@ from attn_jax.models import build_model
 from attn_jax.models.resnet import ResNet
 from attn_jax.train.checkpoint import CheckpointError, init_variables_from
 
-# Its module-scoped runs are made once: every test of the file goes to one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_init_from_reference")
-
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -22,9 +22,6 @@ from xla_env import xla_flags
 
 from attn_jax.errors import EXIT_DIVERGED, EXIT_PREEMPTED
 
-# Its module-scoped runs are made once: every test of the file goes to one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_reliability")
-
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = str(ROOT / "launch.py")
 RUN = [

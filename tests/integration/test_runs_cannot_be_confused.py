@@ -18,9 +18,6 @@ from attn_jax.errors import EXIT_PREEMPTED, EXIT_USER_ERROR
 from attn_jax.train import checkpoint as checkpoint_lib
 from attn_jax.train.workdir import WorkdirLock
 
-# Its module-scoped runs are made once: every test of the file goes to one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_runs_cannot_be_confused")
-
 TINY = [
     "--config.total_steps=10",
     "--config.batch_size=64",
