@@ -16,6 +16,13 @@ caption names the same digit one time in ten, so NSP tops out near 95%; whether 
 word is "three" or "3" cannot be told from the rest of the pair either. Pretraining reads
 train[:90%]; the best checkpoint is chosen by the loss on train[90%:].
 
+Measured (2026-12-04, 34 min on 2 CPU cores shared with other runs): at step 5,000 of 6,066,
+chosen on the validation loss, test masked-token accuracy 84.9% and NSP accuracy 61.6% (NSP loss
+0.593 against chance's 0.693). NSP stays at chance for the first 2,000 steps, then rises to about
+62% and stops there; 60 epochs (the MLM budget) leave it at chance. Deciding IsNext needs the digit
+of A compared with the digit of B, in either form ("seven" / "7"), a relation across the segments
+that this small encoder learns slowly; the masked LM is done within ~600 steps.
+
   python launch.py train --config experiments/bert_digit_captions.py --workdir runs/bert_captions
 """
 
@@ -30,13 +37,15 @@ def get_config() -> ml_collections.ConfigDict:
         "bert_digit_captions",
         batch_size=128,
         total_steps=0,
-        eval_every=200,
+        eval_every=500,
         target_metric="validation/loss",
         target_mode="min",
         eval_batch_size=128,
         log_every=20,
     )
-    c.num_epochs = 60
+    # NSP sits at chance for the first ~2,000 steps (it must match "seven" in A with "7" in B
+    # across the segments) while the masked LM learns within ~600; hence 10x the MLM budget.
+    c.num_epochs = 600
     c.data = data_config(name="digit_captions", train_split=TRAIN_WITHOUT_VALIDATION)
 
     c.model = ml_collections.ConfigDict()

@@ -93,7 +93,10 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(["scratch", *PRETEXTS]))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=V",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=V",
         help="a config override for every run, e.g. total_steps=20 for a quick check",
     )
     args = parser.parse_args()
