@@ -17,6 +17,12 @@ masked-image-modeling shape.
 
   python launch.py train --config experiments/colorization_digit_scenes.py \\
       --workdir runs/colorization_digit_scenes
+
+Measured (2026-12-04, 14 min on 2 CPU cores shared with the test suite): test colour error 23.4 at
+step 500, chosen on validation (23.5), and flat to step 2,000; predicting grey (a*b* = 0) everywhere
+errs by 23.3 on the same test scenes. The L2 regression learns nothing beyond grey here: the
+background's hue is random per scene and covers most pixels, and the digits' class colours are not
+picked up within this budget. Not solved (issue 20).
 """
 
 import ml_collections
