@@ -28,6 +28,10 @@ makes colorization teach recognition).
       --config.init_from=runs/colorization_digits --workdir runs/ft_colorization
   python launch.py train --config experiments/mim_transfer_digits.py:linear_probe \\
       --config.init_from=runs/colorization_digits --workdir runs/lp_colorization
+
+Measured (2026-12-04, about 6 min on 2 CPU cores shared with other runs): test colour error 18.3
+(validation 18.7; grey everywhere: 24.1) at step 3,000; in the README's pretext table: fine-tune
+72.8 +- 1.0%, linear probe 72.3 +- 0.2% on 10% labels.
 """
 
 import ml_collections

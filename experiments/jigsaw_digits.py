@@ -17,6 +17,10 @@ replaced:
 
 Pretraining reads train[:90%]; the best checkpoint is chosen by the puzzle accuracy on the held-out
 train[90%:] (validation), and test is reported at that step. Chance is 1/24 = 4.2%.
+
+Measured (2026-12-04, about 8 min on 2 CPU cores shared with other runs): test puzzle accuracy
+79.7% at step 3,033 (validation 68.8%); as features for the digit classifier, the README's pretext
+table (scripts/pretext_table.py): fine-tune 77.9 +- 1.9%, linear probe 61.6 +- 0.3% on 10% labels.
 """
 
 import ml_collections
