@@ -22,11 +22,14 @@ interrupted table resumes where it stopped. Prints one JSON line per run and the
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from attn_jax.sweep.children import last_json_line
 
 REPO = Path(__file__).resolve().parent.parent
 TRANSFER = "experiments/mim_transfer_digits.py"
@@ -40,17 +43,15 @@ PRETEXTS = {
 PROBE_LRS = (3e-2, 3e-1)
 
 
-COMMON: list[str] = []  # --set values, for every run
-
-
-def launch(config: str, workdir: Path, *overrides: str) -> dict:
+def launch(common: list[str], config: str, workdir: Path, *overrides: str) -> dict:
+    """`launch.py train`'s result line; `common` (the --set values) apply to every run."""
     cmd = [sys.executable, "launch.py", "train", "--config", config, "--workdir", str(workdir)]
-    cmd += [f"--config.{o}" for o in (*COMMON, *overrides)]
+    cmd += [f"--config.{o}" for o in (*common, *overrides)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-    if done.returncode or not lines:
+    result = last_json_line(done.stdout)
+    if done.returncode or result is None:
         sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
-    return json.loads(lines[-1])
+    return result
 
 
 def selected(result: dict) -> tuple[float, float]:
@@ -59,12 +60,12 @@ def selected(result: dict) -> tuple[float, float]:
     return best["validation/accuracy"], best["test/accuracy"]
 
 
-def transfer(root: Path, name: str, variant: str, seeds, init: list[str], extra=()) -> dict:
+def transfer(train, root: Path, name: str, variant: str, seeds, init, extra=()) -> dict:
     runs = {}
 
     def run(seed, *more):
         tag = "_".join([name, variant, f"s{seed}", *(m.split("=")[-1] for m in more)])
-        res = launch(f"{TRANSFER}:{variant}", root / tag, *init, f"seed={seed}", *extra, *more)
+        res = train(f"{TRANSFER}:{variant}", root / tag, *init, f"seed={seed}", *extra, *more)
         val, test = selected(res)
         print(json.dumps({"run": tag, "validation": val, "test": test}), flush=True)
         return val, test
@@ -102,21 +103,25 @@ def main() -> None:
     args = parser.parse_args()
     root = (REPO / args.root).resolve()
     seeds = [int(s) for s in args.seeds.split(",")]
-    COMMON.extend(args.set)
+    names = args.only.split(",")
+    unknown = [n for n in names if n != "scratch" and n not in PRETEXTS]
+    if unknown:
+        parser.error(f"--only {','.join(unknown)}: not one of scratch, {', '.join(PRETEXTS)}")
+    train = functools.partial(launch, args.set)
     rows = {}
-    for name in args.only.split(","):
+    for name in names:
         if name == "scratch":
             init = ["init_from="]
             ft_extra = ("optim.lr=2e-3", "optim.layer_decay=0")
         else:
             config, prefix = PRETEXTS[name]
-            pre = launch(config, root / f"{name}_pretrain")
+            pre = train(config, root / f"{name}_pretrain")
             print(json.dumps({"run": f"{name}_pretrain", "best": pre.get("best")}), flush=True)
             init = [f"init_from={root / f'{name}_pretrain'}", f"init_from_prefix={prefix}"]
             ft_extra = ()
         rows[name] = {
-            "finetune": transfer(root, name, "finetune", seeds, init, ft_extra),
-            "linear_probe": transfer(root, name, "linear_probe", seeds, init),
+            "finetune": transfer(train, root, name, "finetune", seeds, init, ft_extra),
+            "linear_probe": transfer(train, root, name, "linear_probe", seeds, init),
         }
         print(json.dumps({"pretext": name, **rows[name]}), flush=True)
 
