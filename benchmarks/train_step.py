@@ -20,13 +20,21 @@ Models (the peers' M1-M3, ../shared/bench/README.md):
       `swin_tiny_patch4_window7_224` as `timm.create_model` builds it, whose stochastic depth rate
       is timm's default 0.1 (the paper's 0.2 is a training-script argument); pass
       --config.model.drop_path_rate=0 to switch it off.
+  b16: experiments/vit_imagenet.py with variant B/16 (DeiT-B: no dropout), batch 256 (no CPU peer;
+      the GPU script's ViT-B/16 figure, benchmarks/gpu.sh).
+  detr: experiments/detr_r50_coco.py (ResNet-50 DETR, 100 queries), batch 8 of 896 x 1152 canvases
+      with an 800 x 1066 image in each (a COCO image at the paper's shortest side 800, padded to
+      the pipeline's multiple of 128) and 1-20 random boxes: the whole step, Hungarian matching
+      on the device included.
   digits: the default experiment, experiments/vit_digits.py, batch 128 (no peer).
 Optimizer as the peers (optax.adamw / torch.optim.AdamW defaults): AdamW lr 1e-3, weight decay 1e-4
 on every parameter, constant, no clipping. Any `--config.k=v` is applied on top.
 
-MFU = matmul FLOPs of forward + backward (3x the forward's dot/conv FLOPs, counted from the jaxpr,
-1 MAC = 2 FLOP) x img/s / --peak-gflops (default: the 75.4 GFLOP/s that ../shared/bench measured on
-an AVX2 host; pass this host's figure, e.g. from benchmarks/matmul_peak.py).
+MFU = matmul FLOPs of forward + backward (3x the forward's dot/conv FLOPs, counted from the jaxpr
+of the xla attention path, so that a fused kernel's products count too, 1 MAC = 2 FLOP) x img/s
+/ --peak-gflops (default: the 75.4 GFLOP/s that ../shared/bench measured on an AVX2 host; pass
+this host's figure, e.g. from benchmarks/matmul_peak.py, or on a GPU the datasheet's dense bf16
+rate). On a GPU the line also has the device's peak memory in use.
 """
 
 from __future__ import annotations
@@ -59,6 +67,22 @@ MODELS = {
             "--config.model.dropout_rate=0.0",
             "--config.model.gelu_approximate=false",
         ],
+    ),
+    "b16": dict(
+        config="experiments/vit_imagenet.py",
+        batch=256,
+        steps=10,
+        warmup=2,
+        overrides=["--config.model.variant=B/16", "--config.model.dropout_rate=0.0"],
+    ),
+    "detr": dict(
+        config="experiments/detr_r50_coco.py",
+        batch=8,
+        steps=10,
+        warmup=2,
+        overrides=[],
+        canvas=(896, 1152),
+        image=(800, 1066),
     ),
     "m3": dict(
         config="experiments/swin_imagenet.py",
@@ -132,11 +156,56 @@ def peer_config(model: str, overrides: list[str], model_fields: dict | None = No
     return config
 
 
-def build(model_name: str, batch: int, overrides: list[str], model_fields: dict | None = None):
+def synthetic_batch(exp, batch: int, spec: dict) -> dict:
+    """A fixed host batch of `batch` examples in the format of the experiment's task: images and
+    labels for classification; padded canvases, pixel masks and 1-20 boxes for detection."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    if exp.spec.kind != "detection":
+        (image,) = exp.init_inputs()
+        return {
+            "image": rng.standard_normal((batch, *image.shape[1:]), dtype=np.float32),
+            "label": rng.integers(0, exp.spec.num_classes, batch).astype(np.int32),
+            "mask": np.ones(batch, bool),
+        }
+    (h, w), (ih, iw) = spec["canvas"], spec["image"]
+    n = exp.spec.max_boxes
+    pixel_mask = np.zeros((batch, h, w), bool)
+    pixel_mask[:, :ih, :iw] = True
+    centre = rng.uniform(0.2, 0.8, (batch, n, 2))
+    size = rng.uniform(0.05, 0.3, (batch, n, 2))
+    count = rng.integers(1, 21, batch)
+    return {
+        "image": rng.standard_normal((batch, h, w, 3), dtype=np.float32) * pixel_mask[..., None],
+        "pixel_mask": pixel_mask,
+        "boxes": np.concatenate([centre, size], -1).astype(np.float32),  # cx cy w h of the image
+        "labels": rng.integers(0, exp.spec.num_classes, (batch, n)).astype(np.int32),
+        "box_mask": np.arange(n)[None, :] < count[:, None],
+        "mask": np.ones(batch, bool),
+    }
+
+
+def device_peak_mib() -> float | None:
+    """Peak memory the first device's allocator has handed out (None where it does not say:
+    XLA:CPU keeps no such count)."""
+    import jax
+
+    stats = jax.local_devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else round(peak / 2**20, 1)
+
+
+def build(
+    model_name: str,
+    batch: int,
+    overrides: list[str],
+    model_fields: dict | None = None,
+    spec: dict | None = None,
+):
     """(compiled-on-first-call train step, initial state, device batch, experiment) of a model,
     built as `launch.py train` builds them; `overrides` and `model_fields` as `peer_config`."""
     import jax
-    import numpy as np
 
     from attn_jax.train import loop
     from attn_jax.train import sharding as shard_lib
@@ -146,7 +215,6 @@ def build(model_name: str, batch: int, overrides: list[str], model_fields: dict 
     exp = loop.build_experiment(config)  # reads no data, only the registry
     tx, schedule = make_optimizer(config.optim, 1000)
     mesh = shard_lib.make_mesh()
-    (image,) = exp.init_inputs()  # an image classification experiment
     init_fn = loop.make_init_fn(exp.model, tx, exp.init_inputs())
     _, state_sharding = loop._state_shardings(init_fn, mesh)
     state = jax.jit(init_fn, out_shardings=state_sharding)(jax.random.key(0))
@@ -159,12 +227,7 @@ def build(model_name: str, batch: int, overrides: list[str], model_fields: dict 
         state_sharding,
         microbatches=int(config.get("microbatches", 1)),
     )
-    rng = np.random.default_rng(0)
-    host_batch = {
-        "image": rng.standard_normal((batch, *image.shape[1:]), dtype=np.float32),
-        "label": rng.integers(0, exp.spec.num_classes, batch).astype(np.int32),
-        "mask": np.ones(batch, bool),
-    }
+    host_batch = synthetic_batch(exp, batch, spec=spec or MODELS[model_name])
     device_batch = shard_lib.to_global(host_batch, shard_lib.batch_sharding(mesh))
     return train_step, state, device_batch, exp
 
@@ -176,23 +239,37 @@ def main() -> int:
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--batch", type=int)
     parser.add_argument("--peak-gflops", type=float, default=75.4)
+    parser.add_argument(
+        "--canvas",
+        help="detection: padded canvas and image in it, HxW:hxw (default 896x1152:800x1066)",
+    )
     own, overrides = [], []
     for arg in sys.argv[1:]:
         (overrides if arg.startswith("--config.") else own).append(arg)
     args = parser.parse_args(own)
-    spec = MODELS[args.model]
+    spec = dict(MODELS[args.model])
+    if args.canvas:
+        try:
+            canvas, image = (
+                tuple(int(v) for v in part.split("x")) for part in args.canvas.split(":")
+            )
+        except ValueError:
+            parser.error(f"--canvas {args.canvas!r}: write HxW:hxw, e.g. 896x1152:800x1066")
+        spec.update(canvas=canvas, image=image)
     batch = args.batch or spec["batch"]
     steps, warmup = args.steps or spec["steps"], args.warmup or spec["warmup"]
 
     import flax
     import jax
-    import jax.numpy as jnp
 
     from attn_jax.models import count_params
 
-    train_step, state, device_batch, exp = build(args.model, batch, overrides)
+    train_step, state, device_batch, exp = build(args.model, batch, overrides, spec=spec)
     model = exp.model
-    input_shape = exp.init_inputs()[0].shape
+    # One example of the batch: what the forward's FLOPs are counted on.
+    inputs = [device_batch["image"][:1]]
+    if "pixel_mask" in device_batch:
+        inputs.append(device_batch["pixel_mask"][:1])
 
     def step() -> float:
         nonlocal state
@@ -209,10 +286,11 @@ def main() -> int:
             print(f"  {phase:6s} {i}: {dt * 1e3:9.1f} ms  loss={loss:.4f}", file=sys.stderr)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
+    # Counted on the xla attention path: a fused kernel (cuDNN on a GPU) is one custom call in
+    # the jaxpr, and its QK^T and AV products would drop out of the count.
+    counted = model.clone(attention_impl="xla") if hasattr(model, "attention_impl") else model
     fwd = matmul_flops(
-        lambda p, x: model.apply({"params": p}, x, train=False)[0],
-        state.params,
-        jnp.zeros(input_shape, jnp.float32),
+        lambda p, *x: counted.apply({"params": p}, *x, train=False)[0], state.params, *inputs
     )
     med = statistics.median(times)
     achieved = 3 * fwd * batch / med / 1e9
@@ -231,6 +309,9 @@ def main() -> int:
         "img_per_s_max": round(batch / min(times), 2),
         "first_step_s": round(warm[0], 2) if warm else None,
         "peak_rss_mib": round(peak_rss, 1),
+        "device_peak_mib": device_peak_mib(),
+        "device": jax.devices()[0].device_kind,
+        "dtype": str(exp.config.model.get("dtype", "float32")),
         "threads": f"XLA:CPU default (cores={len(os.sched_getaffinity(0))})",
         "cpus_visible": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),

@@ -73,12 +73,12 @@ def _on_cuda_gpu() -> bool:
     return device.platform == "gpu" and "rocm" not in device.client.platform_version.lower()
 
 
-def _cudnn_supports(q: jax.Array, k: jax.Array, v: jax.Array, has_bias: bool) -> bool:
-    # jax's check_is_flash_attention (non-Hopper limits), without raising.
+def _cudnn_supports(q: jax.Array, k: jax.Array, v: jax.Array) -> bool:
+    # jax's check_is_flash_attention for half precision (non-Hopper head limit). Its rule that
+    # training with a bias needs even lengths is met by `_cudnn_attention`'s padding.
     half = q.dtype in (jnp.float16, jnp.bfloat16) and q.dtype == k.dtype == v.dtype
     head = q.shape[-1]
-    even = q.shape[1] % 2 == 0 and k.shape[1] % 2 == 0
-    return half and head % 8 == 0 and head <= 128 and v.shape[-1] == head and (even or not has_bias)
+    return half and head % 8 == 0 and head <= 128 and v.shape[-1] == head
 
 
 def choose_implementation(
@@ -88,7 +88,6 @@ def choose_implementation(
     v: jax.Array,
     *,
     need_weights: bool = False,
-    has_bias: bool = False,
 ) -> str:
     """The path that computes this call: "explicit" whenever the weights are needed (returned,
     sown or dropped out), the requested one otherwise, and for "auto" cudnn where it runs, else
@@ -101,7 +100,7 @@ def choose_implementation(
     if need_weights:
         return "explicit"
     if name == "auto":
-        if jax.default_backend() == "gpu" and _on_cuda_gpu() and _cudnn_supports(q, k, v, has_bias):
+        if jax.default_backend() == "gpu" and _on_cuda_gpu() and _cudnn_supports(q, k, v):
             return "cudnn"
         return CPU_DEFAULT if jax.default_backend() == "cpu" else "xla"
     if name == "cudnn":
@@ -110,7 +109,7 @@ def choose_implementation(
                 f"attention_impl='cudnn' needs an NVIDIA GPU, and this process runs on "
                 f"{jax.default_backend()}: set model.attention_impl=auto or xla"
             )
-        if not _cudnn_supports(q, k, v, has_bias):
+        if not _cudnn_supports(q, k, v):
             raise AttentionConfigError(
                 f"attention_impl='cudnn' does not take {np.dtype(q.dtype).name} inputs with head "
                 f"width {q.shape[-1]} (float16/bfloat16, a multiple of 8 up to 128): set "
@@ -221,15 +220,17 @@ def scaled_dot_product_attention(
         k,
         v,
         need_weights=return_weights or apply_dropout,
-        has_bias=bias is not None,
     )
 
     if path == "blockwise":
         return _blockwise()(q, k, v, mask=mask, bias=bias, is_causal=is_causal)
     if path in ("xla", "cudnn"):
-        out = jax.nn.dot_product_attention(
-            q, k, v, bias=bias, mask=mask, is_causal=is_causal, implementation=path
-        )
+        if path == "cudnn":
+            out = _cudnn_attention(q, k, v, bias=bias, mask=mask, is_causal=is_causal)
+        else:
+            out = jax.nn.dot_product_attention(
+                q, k, v, bias=bias, mask=mask, is_causal=is_causal, implementation="xla"
+            )
         if mask is not None:
             # The fused kernel averages the values of a row whose keys are all masked; zero it so
             # that every path agrees. The reduction runs on the unbroadcast mask, so it is cheap.
@@ -251,6 +252,49 @@ def scaled_dot_product_attention(
     if return_weights:
         return out, weights.astype(v.dtype)
     return out
+
+
+def _cudnn_attention(q, k, v, *, bias, mask, is_causal: bool) -> jax.Array:
+    """`jax.nn.dot_product_attention(implementation="cudnn")` for any lengths and any
+    broadcastable mask or bias.
+
+    Two limits of jax's cuDNN wrapper are met here rather than sent to the slower xla path:
+    its training rule asks for even query and key lengths (it counts the empty placeholder as a
+    bias, so ViT's 197 tokens fail in the backward), and a bias, which a mask becomes, must
+    have full [.., Tq, Tk] extent (DETR's key-padding mask is [B, 1, 1, Tk]). An odd length gets
+    one padded token; with no mask or bias the sequence lengths keep it out of the softmax,
+    otherwise the mask does. The padded query rows are sliced off, so gradients are unchanged.
+    """
+    b, tq, tk = q.shape[0], q.shape[1], k.shape[1]
+    pad_q, pad_k = tq % 2, tk % 2
+    if pad_q or pad_k:
+        q = jnp.pad(q, ((0, 0), (0, pad_q), (0, 0), (0, 0)))
+        k, v = (jnp.pad(x, ((0, 0), (0, pad_k), (0, 0), (0, 0))) for x in (k, v))
+    lengths = {}
+    if mask is None and bias is None:
+        if pad_q or pad_k:
+            lengths = dict(
+                query_seq_lengths=jnp.full((b,), tq, jnp.int32),
+                key_value_seq_lengths=jnp.full((b,), tk, jnp.int32),
+            )
+    else:
+
+        def full(x, fill):
+            x = jnp.broadcast_to(x, (*x.shape[:2], tq, tk))
+            return jnp.pad(x, ((0, 0), (0, 0), (0, pad_q), (0, pad_k)), constant_values=fill)
+
+        if mask is None and pad_k:
+            mask = jnp.ones((1, 1, 1, 1), bool)
+        if mask is not None:
+            mask = full(mask, False)
+            if pad_q:  # the padded query attends somewhere, so its (discarded) row is finite
+                mask = mask.at[:, :, tq:, 0].set(True)
+        if bias is not None:
+            bias = full(bias, 0)
+    out = jax.nn.dot_product_attention(
+        q, k, v, bias=bias, mask=mask, is_causal=is_causal, implementation="cudnn", **lengths
+    )
+    return out[:, :tq]
 
 
 def _blockwise():

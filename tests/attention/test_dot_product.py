@@ -205,3 +205,64 @@ def test_dropout_keeps_the_mean():
         )
     )(keys)
     np.testing.assert_allclose(outs.mean(), 1.0, atol=0.02)
+
+
+@pytest.mark.parametrize(
+    "tq,tk,case",
+    [
+        (5, 7, "none"),
+        (5, 7, "key_padding"),
+        (6, 8, "key_padding"),
+        (5, 5, "causal"),
+        (5, 7, "bias"),
+    ],
+)
+def test_cudnn_path_pads_odd_lengths_and_broadcast_masks(monkeypatch, tq, tk, case):
+    """The cuDNN path's padding (odd lengths) and mask broadcasting leave outputs and gradients
+    those of the explicit path. Off a GPU the kernel is stood in by the xla one, after checking
+    that the call meets jax's cuDNN rules (even lengths, a bias of full [.., Tq, Tk] extent)."""
+    from attn_jax.attention import dot_product
+
+    on_gpu = jax.default_backend() == "gpu"
+    dtype = jnp.bfloat16 if on_gpu else jnp.float32
+    if not on_gpu:
+        real = jax.nn.dot_product_attention
+
+        def cudnn_stand_in(q, k, v, *, bias=None, mask=None, implementation=None, **kw):
+            assert implementation == "cudnn"
+            assert q.shape[1] % 2 == 0 and k.shape[1] % 2 == 0, (q.shape, k.shape)
+            for x in (bias, mask):
+                assert x is None or x.shape[-2:] == (q.shape[1], k.shape[1]), x.shape
+            return real(q, k, v, bias=bias, mask=mask, implementation="xla", **kw)
+
+        monkeypatch.setattr(jax.nn, "dot_product_attention", cudnn_stand_in)
+    rng = np.random.default_rng(1)
+    q, k, v = (jnp.asarray(rng.standard_normal((2, t, 2, 8)), dtype) for t in (tq, tk, tk))
+    kwargs = {}
+    if case == "key_padding":
+        kwargs["mask"] = jnp.asarray(rng.random((2, 1, 1, tk)) > 0.3).at[..., 0].set(True)
+    elif case == "causal":
+        kwargs["is_causal"] = True
+    elif case == "bias":
+        kwargs["bias"] = jnp.asarray(rng.standard_normal((1, 2, tq, tk)), jnp.float32)
+
+    def loss(impl, q, k, v):
+        out = dot_product._cudnn_attention if impl == "cudnn" else None
+        if out is not None:
+            out = out(
+                q,
+                k,
+                v,
+                bias=kwargs.get("bias"),
+                mask=kwargs.get("mask"),
+                is_causal=kwargs.get("is_causal", False),
+            )
+        else:
+            out = scaled_dot_product_attention(q, k, v, implementation="explicit", **kwargs)
+        return jnp.sum(out.astype(jnp.float32) * jnp.arange(out.size).reshape(out.shape) / out.size)
+
+    got = jax.value_and_grad(lambda *a: loss("cudnn", *a), argnums=(0, 1, 2))(q, k, v)
+    want = jax.value_and_grad(lambda *a: loss("explicit", *a), argnums=(0, 1, 2))(q, k, v)
+    tol = 5e-2 if on_gpu else 1e-5
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.float32(g), np.float32(w), atol=tol, rtol=tol)
