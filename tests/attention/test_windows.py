@@ -70,20 +70,20 @@ def _global_attention(params, x, num_heads):
 def test_a_window_as_large_as_the_map_is_global_attention_with_the_same_bias():
     x = jax.random.normal(jax.random.key(0), (2, 6, 6, 12))
     model = WindowAttention(num_heads=3, window=6)
-    params = model.init(jax.random.key(1), x)["params"]
+    params = jax.jit(model.init)(jax.random.key(1), x)["params"]
     # A non-trivial table, so that a wrong index would show.
     params["relative_position_bias_table"] = jax.random.normal(
         jax.random.key(2), params["relative_position_bias_table"].shape
     )
     np.testing.assert_allclose(
-        model.apply({"params": params}, x), _global_attention(params, x, 3), atol=1e-5
+        jax.jit(model.apply)({"params": params}, x), _global_attention(params, x, 3), atol=1e-5
     )
 
 
 def _dependencies(model, params, x):
     """dep[p, q]: the output at token p depends on the input at token q (exact zeros in the
     Jacobian: masked weights are exactly zero after the softmax)."""
-    jac = jax.jacfwd(lambda x: model.apply({"params": params}, x))(x)  # [1,H,W,C,1,H,W,C]
+    jac = jax.jit(jax.jacfwd(lambda x: model.apply({"params": params}, x)))(x)  # [1,H,W,C,1,H,W,C]
     h, w = x.shape[1:3]
     return np.asarray(jnp.any(jac[0] != 0, axis=(2, 6)).reshape(h * w, h * w))
 
@@ -93,7 +93,7 @@ def test_shifted_windows_never_attend_across_the_wrap_around():
     window, shift = 4, 2
     x = jax.random.normal(jax.random.key(0), (1, h, w, 8))
     model = WindowAttention(num_heads=2, window=window, shift=shift)
-    params = model.init(jax.random.key(1), x)["params"]
+    params = jax.jit(model.init)(jax.random.key(1), x)["params"]
     dep = _dependencies(model, params, x)
     pos = np.array(list(itertools.product(range(h), range(w))))
     rolled_window = ((pos - shift) % h) // window  # the window of each token after the roll
@@ -106,7 +106,8 @@ def test_shifted_windows_never_attend_across_the_wrap_around():
     p = 0  # the top-left token shares its rolled window with the bottom and right borders
     partners = np.flatnonzero(same_window[p] & ~near[p])
     noisy = x.reshape(h * w, -1).at[partners].add(100.0).reshape(x.shape)
-    out, out_noisy = (model.apply({"params": params}, v) for v in (x, noisy))
+    apply = jax.jit(model.apply)
+    out, out_noisy = (apply({"params": params}, v) for v in (x, noisy))
     np.testing.assert_array_equal(out[0, 0, 0], out_noisy[0, 0, 0])
     assert not np.allclose(out, out_noisy)
 

@@ -34,13 +34,15 @@ def test_patch_merging_halves_the_resolution_doubles_the_channels_in_the_officia
 def test_input_not_a_multiple_of_the_window_runs_and_stages_are_returned():
     model = Swin(num_classes=5, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window=3)
     x = jnp.ones((2, 36, 28, 3))  # 9x7 tokens: neither side a multiple of the window 3... or 7
-    variables = model.init(jax.random.key(0), x)
-    logits, aux = model.apply(variables, x)
+    # Jitted: op-by-op dispatch of a Swin compiles every small op on its own (50 s on 2 cores).
+    variables = jax.jit(model.init)(jax.random.key(0), x)
+    logits, aux = jax.jit(model.apply)(variables, x)
     assert logits.shape == (2, 5) and np.isfinite(np.asarray(logits)).all()
     assert aux["stage1"].shape == (2, 9, 7, 16) and aux["stage2"].shape == (2, 5, 4, 32)
-    features, _ = Swin(
-        num_classes=0, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window=3
-    ).apply({"params": {k: v for k, v in variables["params"].items() if k != "head"}}, x)
+    headless = Swin(num_classes=0, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window=3)
+    features, _ = jax.jit(headless.apply)(
+        {"params": {k: v for k, v in variables["params"].items() if k != "head"}}, x
+    )
     assert features.shape == (2, 32)
 
 
@@ -49,11 +51,12 @@ def test_stochastic_depth_only_in_training():
         num_classes=3, embed_dim=8, depths=(2,), num_heads=(2,), window=2, drop_path_rate=0.5
     )
     x = jax.random.normal(jax.random.key(0), (4, 16, 16, 3))
-    variables = model.init(jax.random.key(1), x)
-    eval_a, _ = model.apply(variables, x)
-    eval_b, _ = model.apply(variables, x)
+    variables = jax.jit(model.init)(jax.random.key(1), x)
+    apply = jax.jit(model.apply, static_argnames="train")
+    eval_a, _ = apply(variables, x)
+    eval_b, _ = apply(variables, x)
     np.testing.assert_array_equal(eval_a, eval_b)
-    train_a, _ = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)})
+    train_a, _ = apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)})
     assert not np.allclose(train_a, eval_a)
 
 
